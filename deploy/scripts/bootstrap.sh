@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install Referee into it with the given extras, skipping
+# the install when pyproject.toml has not changed since the last one.
+# Usage: source deploy/scripts/bootstrap.sh "server,dev"
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+EXTRAS="${1:-server}"
+VENV="${REFEREE_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "referee needs Python >= 3.10 (found: $("$PYTHON" --version 2>&1))" >&2
+    exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "creating virtual environment in $VENV" >&2
+    "$PYTHON" -m venv "$VENV"
+fi
+STAMP="$VENV/.referee-install-$(echo "$EXTRAS" | tr ',' '-')"
+WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+    echo "installing referee[$EXTRAS] into $VENV (first run takes a minute)" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[$EXTRAS]" >&2
+    echo "$WANT" > "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"

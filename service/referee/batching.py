@@ -1,0 +1,171 @@
+"""Dynamic batching per scorer: collect items across concurrent requests into batches
+bounded by count and padded tokens, with a bounded queue that refuses work (429) instead
+of growing without limit.
+
+Contract enforced here: a batch yields exactly one result per item. A scorer that returns
+the wrong number fails the batch loudly; a batch that raises is retried item by item so
+only the item that raises gets an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from referee.config import BatchingSettings
+from referee.errors import ErrorKind, RefereeError
+from referee.metrics import Metrics
+from referee.scorers.base import ScoreInput, Scorer, ScoreResult
+
+__all__ = ["DynamicBatcher", "Pending"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Pending:
+    item: ScoreInput
+    future: asyncio.Future[ScoreResult]
+    cost: int
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    def __init__(self, scorer: Scorer, settings: BatchingSettings, metrics: Metrics) -> None:
+        self.scorer = scorer
+        self.settings = settings
+        self.metrics = metrics
+        self._queue: deque[Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.max_concurrent_batches)
+        self._loop_task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._depth = metrics.queue_depth.labels(scorer.name)
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._loop(), name=f"batcher-{self.scorer.name}")
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_result(ScoreResult.failed("server shutting down", "shutdown"))
+
+    def submit(self, items: Sequence[tuple[ScoreInput, asyncio.Future[ScoreResult]]]) -> None:
+        """Queue items, all or none: a full queue refuses the whole submission."""
+        if self._queue and len(self._queue) + len(items) > self.settings.max_queue_items:
+            self.metrics.overloaded.labels(self.scorer.name).inc()
+            raise RefereeError(
+                ErrorKind.OVERLOADED,
+                f"scorer {self.scorer.name!r} is overloaded ({len(self._queue)} items queued, "
+                f"limit {self.settings.max_queue_items}); retry later",
+                retry_after_s=1.0,
+            )
+        for item, future in items:
+            self._queue.append(Pending(item, future, self.scorer.cost(item)))
+        self._depth.set(len(self._queue))
+        self._wakeup.set()
+
+    def _take_batch(self) -> list[Pending]:
+        """Oldest first, while count <= max_batch_size and longest x count <= token budget."""
+        batch: list[Pending] = []
+        longest = 0
+        while self._queue and len(batch) < self.settings.max_batch_size:
+            candidate = self._queue[0]
+            new_longest = max(longest, candidate.cost)
+            if batch and new_longest * (len(batch) + 1) > self.settings.max_batch_tokens:
+                break
+            batch.append(self._queue.popleft())
+            longest = new_longest
+        self._depth.set(len(self._queue))
+        return batch
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._slots.acquire()
+            # Give concurrent requests a moment to join this batch.
+            wait_s = self.settings.max_wait_ms / 1000
+            if wait_s > 0 and len(self._queue) < self.settings.max_batch_size:
+                deadline = time.perf_counter() + wait_s
+                while len(self._queue) < self.settings.max_batch_size:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self._wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), remaining)
+            batch = self._take_batch()
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[Pending]) -> None:
+        try:
+            now = time.perf_counter()
+            name = self.scorer.name
+            for pending in batch:
+                self.metrics.queue_wait.labels(name).observe(now - pending.enqueued)
+            self.metrics.batch_size.labels(name).observe(len(batch))
+            self.metrics.batch_tokens.labels(name).observe(max(p.cost for p in batch) * len(batch))
+            results = await self._score([p.item for p in batch])
+            self.metrics.compute_latency.labels(name).observe(time.perf_counter() - now)
+            for pending, result in zip(batch, results, strict=True):
+                if result.error is not None:
+                    self.metrics.scorer_errors.labels(name, result.error_type).inc()
+                if result.error_type == "timeout" or (result.reason or "").startswith("timeout"):
+                    self.metrics.scorer_timeouts.labels(name).inc()
+                if not pending.future.done():
+                    pending.future.set_result(result)
+        except BaseException as exc:  # never leave a waiter hanging
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_result(
+                        ScoreResult.failed(f"internal error: {type(exc).__name__}", "internal")
+                    )
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("batch of scorer %s failed", self.scorer.name)
+        finally:
+            self._slots.release()
+
+    async def _score(self, items: list[ScoreInput]) -> list[ScoreResult]:
+        try:
+            results = await self.scorer.score_batch(items)
+        except Exception as exc:
+            if len(items) == 1:
+                log.warning("scorer %s failed on item %s: %r", self.scorer.name, items[0].id, exc)
+                return [ScoreResult.failed(f"{type(exc).__name__}: {exc}")]
+            # Isolate the item(s) that raise: score each alone.
+            singles = await asyncio.gather(*(self._score([item]) for item in items))
+            return [r[0] for r in singles]
+        if len(results) != len(items):
+            message = (
+                f"batch size mismatch: scorer {self.scorer.name!r} returned {len(results)} "
+                f"results for {len(items)} items"
+            )
+            log.error(message)
+            return [ScoreResult.failed(message, "internal") for _ in items]
+        return list(results)

@@ -1,0 +1,207 @@
+"""The ``referee`` command: serve, score (offline batch), validate, pipelines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from referee.config import ConfigError, Settings, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="referee",
+    help="Reward-as-a-service for RL post-training of language models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", envvar="REFEREE_CONFIG",
+        help="YAML config; without it the embedded default (rule scorers, offline).",
+    ),
+]  # fmt: skip
+
+
+def _load(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Overrides server.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides server.port.")] = None,
+) -> None:
+    """Start the HTTP gateway (embedded mode: one process)."""
+    import uvicorn
+
+    from referee.http import build_app
+
+    settings = _load(config)
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    source = config or "the embedded default config"
+    typer.echo(f"referee: serving {source} on http://{settings.server.host}:{settings.server.port}",
+               err=True)  # fmt: skip
+    uvicorn.run(
+        build_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def validate(config: Annotated[Path, typer.Argument(help="The YAML config to check.")]) -> None:
+    """Check a config file; print every problem with the path of its field."""
+    settings = _load(config)
+    from referee.engine import RewardEngine
+
+    engine = RewardEngine(settings)
+    typer.echo(f"{config}: ok ({len(settings.scorers)} scorers, {len(engine.pipelines)} pipelines)")
+    for info in engine.pipelines.values():
+        typer.echo(f"  {info.name}  {info.version}  scorers: {', '.join(info.scorers)}")
+
+
+@app.command()
+def pipelines(config: ConfigOption = None) -> None:
+    """List the pipelines of a config with their versions and scorers."""
+    from referee.engine import RewardEngine
+
+    engine = RewardEngine(_load(config))
+    for info in engine.pipelines.values():
+        typer.echo(f"{info.name}\t{info.version}\t{','.join(info.scorers)}\t{info.description}")
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON: {exc}") from None
+
+
+def _done_ids(out: Path) -> set[str]:
+    """Ids already scored in OUT. A last line cut short by an interrupted run is removed
+    (its item is scored again), so appending never glues two records together."""
+    done: set[str] = set()
+    if out.exists():
+        data = out.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with out.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+        with out.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by an interrupted run: scored again
+                if isinstance(record, dict) and isinstance(record.get("id"), str):
+                    done.add(record["id"])
+    return done
+
+
+@app.command()
+def score(
+    input_path: Annotated[Path, typer.Argument(metavar="IN.jsonl", help="One item per line.")],
+    pipeline: Annotated[str, typer.Option("--pipeline", "-p")] = "default",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Default: IN.scored.jsonl")
+    ] = None,
+    config: ConfigOption = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Items per engine call.")] = 256,
+) -> None:
+    """Score a JSONL file offline through the same engine. Resumable: ids already in
+    OUT are skipped, so rerunning after an interruption finishes the rest."""
+    from referee.engine import RewardEngine
+    from referee_client.schema import RewardItem, RewardRequest
+
+    settings = _load(config)
+    out = out or input_path.with_suffix(".scored.jsonl")
+    done = _done_ids(out)
+    todo: list[RewardItem] = []
+    try:
+        for lineno, record in _read_jsonl(input_path):
+            try:
+                item = RewardItem.model_validate(record)
+            except ValidationError as exc:
+                typer.echo(f"error: {input_path}:{lineno}: {exc.errors()[0]['msg']}", err=True)
+                raise typer.Exit(2) from None
+            if item.id not in done:
+                todo.append(item)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    skipped = len(done)
+    if not todo:
+        typer.echo(f"nothing to do: all items already in {out}", err=True)
+        return
+
+    async def run() -> int:
+        engine = RewardEngine(settings)
+        engine.pipeline(pipeline)
+        await engine.start()
+        errors = 0
+        try:
+            with (
+                out.open("a", encoding="utf-8") as sink,
+                typer.progressbar(
+                    length=len(todo), label=f"scoring with {pipeline}", file=sys.stderr
+                ) as bar,
+            ):
+                for start in range(0, len(todo), chunk_size):
+                    chunk = todo[start : start + chunk_size]
+                    request = RewardRequest(pipeline=pipeline, items=chunk)
+                    response = await engine.score(request)
+                    for result in response.results:
+                        errors += result.error is not None
+                        sink.write(result.model_dump_json() + "\n")
+                    sink.flush()
+                    bar.update(len(chunk))
+        finally:
+            await engine.close()
+        return errors
+
+    from referee.errors import RefereeError
+
+    try:
+        errors = asyncio.run(run())
+    except RefereeError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"scored {len(todo)} items ({skipped} already done, {errors} per-item errors) -> {out}",
+        err=True,
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

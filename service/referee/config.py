@@ -1,0 +1,275 @@
+"""Settings: one model, loaded from YAML, overridden from the environment, validated whole.
+
+Environment overrides use ``REFEREE_<SECTION>__<KEY>[__<KEY>...]=value`` (values parsed as
+YAML), e.g. ``REFEREE_SERVER__PORT=9000`` or ``REFEREE_SERVER__API_KEYS=k1,k2``.
+Every invalid value fails at load time with the dotted path of the field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from referee.pipeline.nodes import SCORER_NAME_RE, CombineNode, GateNode, Node, ScorerNode
+from referee.scorers import UnknownKindError, scorer_class
+
+__all__ = [
+    "BatchingSettings",
+    "CacheSettings",
+    "ConfigError",
+    "PipelineConfig",
+    "ScorerConfig",
+    "ServerSettings",
+    "Settings",
+    "default_config_path",
+    "load_settings",
+    "scorer_refs",
+]
+
+ENV_PREFIX = "REFEREE_"
+_SECTIONS = ("server", "batching", "cache", "scorers", "pipelines")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` are ``path: what is wrong`` lines."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"invalid {source}:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="When non-empty, /v1 routes need `Authorization: Bearer KEY` or "
+        "`X-API-Key: KEY`.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="A file with one API key per line (a mounted secret)."
+    )
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_items_per_request: int = Field(default=10_000, gt=0)
+    max_text_chars: int = Field(
+        default=1_000_000, gt=0, description="Longest prompt/response/reference/message."
+    )
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    def all_api_keys(self) -> list[str]:
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.api_keys_file is not None:
+            text = self.api_keys_file.read_text(encoding="utf-8")
+            keys += [line.strip() for line in text.splitlines() if line.strip()]
+        return keys
+
+
+class BatchingSettings(_Section):
+    max_batch_size: int = Field(default=256, gt=0)
+    max_batch_tokens: int = Field(default=1_048_576, gt=0, description="padded tokens a batch")
+    max_wait_ms: float = Field(default=2.0, ge=0, le=10_000)
+    max_queue_items: int = Field(default=100_000, gt=0)
+    max_concurrent_batches: int = Field(default=2, gt=0)
+
+
+class CacheSettings(_Section):
+    backend: Literal["memory", "none"] = "memory"
+    max_entries: int = Field(default=200_000, ge=0)
+
+
+class ScorerConfig(_Section):
+    kind: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    batching: BatchingSettings | None = Field(
+        default=None, description="Overrides the global batching settings for this scorer."
+    )
+
+    @model_validator(mode="after")
+    def _known_kind_and_options(self) -> ScorerConfig:
+        try:
+            cls = scorer_class(self.kind)
+        except UnknownKindError as exc:
+            raise ValueError(str(exc)) from None
+        # Validate now so a bad option fails at start-up, naming the option.
+        try:
+            cls.Options.model_validate(self.options)
+        except ValidationError as exc:
+            raise ValueError(
+                "; ".join(f"options.{p}" for p in format_validation_error(exc))
+            ) from None
+        return self
+
+
+class PipelineConfig(_Section):
+    description: str = ""
+    reward: Node
+
+
+def scorer_refs(node: Node) -> Iterator[ScorerNode]:
+    """Every scorer leaf in a tree, conditions included."""
+    if isinstance(node, ScorerNode):
+        yield node
+    elif isinstance(node, CombineNode):
+        for child in node.inputs:
+            yield from scorer_refs(child)
+    elif isinstance(node, GateNode):
+        yield from scorer_refs(node.when.node)
+        yield from scorer_refs(node.then)
+
+
+class Settings(_Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    scorers: dict[str, ScorerConfig] = Field(default_factory=dict)
+    pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
+
+    @field_validator("scorers")
+    @classmethod
+    def _scorer_names(cls, value: dict[str, ScorerConfig]) -> dict[str, ScorerConfig]:
+        for name in value:
+            if not SCORER_NAME_RE.match(name):
+                raise ValueError(
+                    f"scorer name {name!r} must be letters, digits, '_' or '-' (no dots)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Settings:
+        if not self.pipelines:
+            raise ValueError("at least one pipeline must be defined under `pipelines`")
+        for pname, pipeline in self.pipelines.items():
+            for leaf in scorer_refs(pipeline.reward):
+                if leaf.scorer_name not in self.scorers:
+                    known = ", ".join(sorted(self.scorers)) or "none"
+                    raise ValueError(
+                        f"pipelines.{pname}.reward: unknown scorer {leaf.scorer_name!r} "
+                        f"(configured scorers: {known})"
+                    )
+        return self
+
+    def batching_for(self, scorer: str) -> BatchingSettings:
+        return self.scorers[scorer].batching or self.batching
+
+
+# -- loading ------------------------------------------------------------------------------
+def default_config_path() -> Path:
+    return Path(str(resources.files("referee").joinpath("default_config.yaml")))
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
+        if path[0] not in _SECTIONS or len(path) < 2:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return overrides
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+_UNION_TAGS = frozenset(
+    {"scorer", "combine", "gate"}
+    | {"clip", "affine", "sigmoid_centered", "log_sigmoid_centered", "group_norm"}
+    | {"running_zscore"}
+)
+_UNION_FIELDS = frozenset({"reward", "then", "node", "inputs", "transforms"})
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """pydantic errors as ``dotted.path[2].field: message`` lines, union tags dropped."""
+    lines = []
+    for err in exc.errors():
+        path = ""
+        previous: object = None
+        for part in err["loc"]:
+            before, previous = previous, part
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif str(part).startswith("function-"):
+                continue
+            elif part in _UNION_TAGS and (isinstance(before, int) or before in _UNION_FIELDS):
+                continue  # the discriminator value pydantic adds to the location
+            else:
+                path += f".{part}" if path else str(part)
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{path or '(top level)'}: {msg}")
+    return lines
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load a config file (or the embedded default), apply env overrides, validate."""
+    if path is not None:
+        source = str(path)
+    else:
+        source = "config" if data is not None else "embedded default config"
+    if data is None:
+        file = Path(path) if path is not None else default_config_path()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"cannot read {file}: {exc.strerror or exc}"], source) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"not valid YAML: {exc}"], source) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(["the top level must be a mapping"], source)
+        data = loaded
+    merged = _merge(dict(data), _env_overrides(os.environ if environ is None else environ))
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc), source) from None

@@ -1,0 +1,313 @@
+"""The reward engine: the one implementation every adapter (HTTP, CLI, later gRPC/Ray) calls.
+
+For each scorer a pipeline needs: cache lookup, single flight for identical items in
+flight, dynamic batching for the misses; then the pipeline tree composes the scores.
+Every item of a request gets exactly one result or one per-item error, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from referee.batching import DynamicBatcher
+from referee.cache import MemoryCache, NullCache, ScoreCache, cache_key
+from referee.config import Settings, scorer_refs
+from referee.errors import ErrorKind, RefereeError
+from referee.metrics import Metrics
+from referee.pipeline import EvalState, LeafScore, PipelineEvaluator
+from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
+from referee.scorers.base import canonical_json
+from referee_client.schema import (
+    ItemError,
+    RewardRequest,
+    RewardResponse,
+    RewardResult,
+    Usage,
+)
+
+__all__ = ["PipelineInfo", "RewardEngine", "ScorerRunner"]
+
+log = logging.getLogger(__name__)
+
+
+class ScorerRunner:
+    """Cache + single flight + batcher in front of one scorer."""
+
+    def __init__(self, scorer: Scorer, cache: ScoreCache, batcher: DynamicBatcher,
+                 metrics: Metrics) -> None:  # fmt: skip
+        self.scorer = scorer
+        self.cache = cache
+        self.batcher = batcher
+        self.metrics = metrics
+        self.fingerprint = scorer.fingerprint()
+        self.fields = scorer.cache_fields()
+        self._inflight: dict[str, asyncio.Future[ScoreResult]] = {}
+
+    def key(self, item: ScoreInput) -> str:
+        return cache_key(self.fingerprint, item, self.fields)
+
+    async def score(self, items: Sequence[ScoreInput]) -> list[LeafScore]:
+        name = self.scorer.name
+        keys = [self.key(item) for item in items]
+        hits = self.cache.get_many(keys)
+        waits: list[asyncio.Future[ScoreResult] | None] = []
+        new: list[tuple[ScoreInput, asyncio.Future[ScoreResult]]] = []
+        new_keys: list[str] = []
+        loop = asyncio.get_running_loop()
+        n_hits = 0
+        for item, key, hit in zip(items, keys, hits, strict=True):
+            if hit is not None:
+                n_hits += 1
+                waits.append(None)
+                continue
+            future = self._inflight.get(key)
+            if future is None:
+                future = loop.create_future()
+                self._inflight[key] = future
+                new.append((item, future))
+                new_keys.append(key)
+            else:
+                self.metrics.inflight_joins.labels(name).inc()
+            waits.append(future)
+        level = self.cache.level
+        if n_hits:
+            self.metrics.cache_hits.labels(name, level).inc(n_hits)
+        if len(items) - n_hits:
+            self.metrics.cache_misses.labels(name, level).inc(len(items) - n_hits)
+        if new:
+            try:
+                self.batcher.submit(new)
+            except BaseException:
+                for key in new_keys:
+                    self._inflight.pop(key, None)
+                raise
+            for key, (_, future) in zip(new_keys, new, strict=True):
+                future.add_done_callback(functools.partial(self._finished, key))
+        pending = [f for f in waits if f is not None]
+        if pending:
+            # Shield: a caller that gives up must not cancel work other callers share.
+            await asyncio.shield(asyncio.gather(*pending))
+        out: list[LeafScore] = []
+        for hit, future in zip(hits, waits, strict=True):
+            if future is None:
+                assert hit is not None
+                out.append(LeafScore(hit, cached=True))
+            else:
+                out.append(LeafScore(future.result(), cached=False))
+        return out
+
+    def _finished(self, key: str, future: asyncio.Future[ScoreResult]) -> None:
+        self._inflight.pop(key, None)
+        if future.cancelled() or future.exception() is not None:
+            return
+        result = future.result()
+        if result.error is None and result.cacheable:
+            self.cache.set_many([(key, result)])
+
+
+@dataclass(frozen=True)
+class PipelineInfo:
+    name: str
+    description: str
+    version: str
+    scorers: tuple[str, ...]
+    tree: dict[str, object]
+
+
+class RewardEngine:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.scorers: dict[str, Scorer] = {}
+        for name, cfg in settings.scorers.items():
+            cls = scorer_class(cfg.kind)
+            self.scorers[name] = cls(name, cls.Options.model_validate(cfg.options))
+        self.pipelines: dict[str, PipelineInfo] = {}
+        self._evaluators: dict[str, PipelineEvaluator] = {}
+        for pname, pcfg in settings.pipelines.items():
+            used = tuple(sorted({leaf.scorer_name for leaf in scorer_refs(pcfg.reward)}))
+            tree = pcfg.reward.model_dump(mode="json", exclude_defaults=False)
+            material = {"tree": tree, "scorers": {s: self.scorers[s].fingerprint() for s in used}}
+            digest = hashlib.sha256(canonical_json(material).encode()).hexdigest()
+            self.pipelines[pname] = PipelineInfo(
+                pname, pcfg.description, f"sha256:{digest[:16]}", used, tree
+            )
+            self._evaluators[pname] = PipelineEvaluator(pcfg.reward)
+        self.runners: dict[str, ScorerRunner] = {}
+        self._ready = False
+        self._started = False
+        self.startup_error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Set up every scorer, run a warm-up item through each, then report ready."""
+        if self._started:
+            return
+        self._started = True
+        cache_cfg = self.settings.cache
+        try:
+            for name, scorer in self.scorers.items():
+                t0 = time.perf_counter()
+                await scorer.setup()
+                cache: ScoreCache = (
+                    MemoryCache(cache_cfg.max_entries)
+                    if cache_cfg.backend == "memory"
+                    else NullCache()
+                )
+                batcher = DynamicBatcher(scorer, self.settings.batching_for(name), self.metrics)
+                batcher.start()
+                self.runners[name] = ScorerRunner(scorer, cache, batcher, self.metrics)
+                await self._warm_up(scorer)
+                self.metrics.scorer_ready.labels(name, scorer.kind).set(1)
+                log.info("scorer %s (%s) ready in %.2fs", name, scorer.kind,
+                         time.perf_counter() - t0)  # fmt: skip
+        except Exception as exc:
+            self.startup_error = f"{type(exc).__name__}: {exc}"
+            log.exception("start-up failed")
+            raise
+        self._ready = True
+
+    async def _warm_up(self, scorer: Scorer) -> None:
+        probe = ScoreInput(
+            id="warm-up", prompt="1+1?", response="\\boxed{2}", reference="2",
+            group=None, messages=None, metadata=None,
+        )  # fmt: skip
+        results = await scorer.score_batch([probe])
+        if len(results) != 1:
+            raise RuntimeError(f"scorer {scorer.name!r} returned {len(results)} results for 1")
+
+    async def close(self) -> None:
+        self._ready = False
+        for runner in self.runners.values():
+            await runner.batcher.stop()
+        for scorer in self.scorers.values():
+            try:
+                await scorer.close()
+            except Exception:
+                log.exception("closing scorer %s failed", scorer.name)
+
+    def health(self) -> dict[str, object]:
+        return {
+            "ready": self._ready,
+            "startup_error": self.startup_error,
+            "scorers": {name: s.health() for name, s in self.scorers.items()},
+        }
+
+    # -- scoring --------------------------------------------------------------------------
+    def pipeline(self, name: str) -> PipelineInfo:
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            known = ", ".join(sorted(self.pipelines))
+            raise RefereeError(
+                ErrorKind.NOT_FOUND,
+                f"unknown pipeline {name!r}; configured pipelines: {known}",
+                param="pipeline",
+            ) from None
+
+    def check_limits(self, request: RewardRequest) -> None:
+        limits = self.settings.server
+        if len(request.items) > limits.max_items_per_request:
+            raise RefereeError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"{len(request.items)} items in one request; the limit is "
+                f"{limits.max_items_per_request}: split the request",
+                param="items",
+            )
+        cap = limits.max_text_chars
+        for i, item in enumerate(request.items):
+            texts = {"prompt": item.prompt, "response": item.response, "reference": item.reference}
+            for m, message in enumerate(item.messages or []):
+                texts[f"messages[{m}].content"] = message.content
+            for field_name, text in texts.items():
+                if text is not None and len(text) > cap:
+                    raise RefereeError(
+                        ErrorKind.PAYLOAD_TOO_LARGE,
+                        f"items[{i}].{field_name} has {len(text)} characters; the limit is {cap}",
+                        param=f"items[{i}].{field_name}",
+                    )
+
+    async def score(self, request: RewardRequest) -> RewardResponse:
+        info = self.pipeline(request.pipeline)
+        if not self._ready:
+            raise RefereeError(ErrorKind.NOT_READY, "scorers are still loading; retry shortly",
+                               retry_after_s=2.0)  # fmt: skip
+        self.check_limits(request)
+        timeout = request.options.timeout_s or self.settings.server.request_timeout_s
+        try:
+            return await asyncio.wait_for(self._score(info, request), timeout)
+        except TimeoutError:
+            self.metrics.timeouts.labels(info.name).inc()
+            raise RefereeError(
+                ErrorKind.TIMEOUT,
+                f"request did not finish within {timeout}s; work already done is cached, "
+                "so a retry is cheaper",
+                param="options.timeout_s",
+            ) from None
+
+    async def _score(self, info: PipelineInfo, request: RewardRequest) -> RewardResponse:
+        items = [ScoreInput.from_item(item) for item in request.items]
+        group_refs = request.options.group_reference_rewards or {}
+        references = [
+            item.reference_rewards
+            if item.reference_rewards is not None
+            else group_refs.get(item.group or "") if item.group is not None else None
+            for item in request.items
+        ]  # fmt: skip
+        memo: dict[tuple[str, int], asyncio.Task[LeafScore]] = {}
+
+        async def fetch(scorer: str, indices: list[int]) -> dict[int, LeafScore]:
+            missing = [i for i in indices if (scorer, i) not in memo]
+            if missing:
+                task = asyncio.ensure_future(
+                    self.runners[scorer].score([items[i] for i in missing])
+                )
+                for position, i in enumerate(missing):
+                    memo[(scorer, i)] = asyncio.ensure_future(_pick(task, position))
+            return {i: await memo[(scorer, i)] for i in indices}
+
+        state = EvalState(items=items, reference_rewards=references, fetch=fetch)
+        values = await self._evaluators[info.name].evaluate(state)
+        results: list[RewardResult] = []
+        want = request.options.return_components
+        for i, item in enumerate(items):
+            if i not in state.errors and i not in values:  # a bug, never a lost item
+                state.fail(i, "internal", "no value was produced for this item")
+            error = state.errors.get(i)
+            info_map = state.info.get(i) or None
+            results.append(
+                RewardResult(
+                    id=item.id,
+                    reward=None if error else values[i],
+                    components=dict(state.components.get(i, {})) if want else None,
+                    steps=state.steps.get(i),
+                    cached=state.all_cached.get(i, False),
+                    error=ItemError(type=error[0], message=error[1]) if error else None,
+                    info=dict(info_map) if info_map else None,
+                )
+            )
+        n_errors = len(state.errors)
+        self.metrics.items.labels(info.name, "ok").inc(len(items) - n_errors)
+        if n_errors:
+            self.metrics.items.labels(info.name, "error").inc(n_errors)
+        hits = sum(1 for task in memo.values() if task.done() and task.result().cached)
+        return RewardResponse(
+            pipeline=info.name,
+            pipeline_version=info.version,
+            results=results,
+            usage=Usage(items=len(items), cache_hits=hits, errors=n_errors),
+        )
+
+
+async def _pick(task: asyncio.Future[list[LeafScore]], position: int) -> LeafScore:
+    return (await task)[position]

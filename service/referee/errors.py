@@ -1,0 +1,55 @@
+"""One error type for every request-level failure, mapped to transports in one table each."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["HTTP_STATUS", "ErrorKind", "RefereeError"]
+
+
+class ErrorKind(str, enum.Enum):
+    BAD_REQUEST = "bad_request"  # malformed JSON, unreadable body
+    UNAUTHORIZED = "unauthorized"  # missing or wrong API key
+    NOT_FOUND = "not_found"  # unknown pipeline or route
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    PAYLOAD_TOO_LARGE = "payload_too_large"  # body size, item count, text length
+    INVALID_REQUEST = "invalid_request"  # schema errors
+    OVERLOADED = "overloaded"  # queue full: retry later
+    NOT_READY = "not_ready"  # models still loading
+    TIMEOUT = "timeout"  # request deadline passed
+    INTERNAL = "internal"  # a bug: never for something a client sent
+
+
+HTTP_STATUS: dict[ErrorKind, int] = {
+    ErrorKind.BAD_REQUEST: 400,
+    ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.METHOD_NOT_ALLOWED: 405,
+    ErrorKind.PAYLOAD_TOO_LARGE: 413,
+    ErrorKind.INVALID_REQUEST: 422,
+    ErrorKind.OVERLOADED: 429,
+    ErrorKind.NOT_READY: 503,
+    ErrorKind.TIMEOUT: 504,
+    ErrorKind.INTERNAL: 500,
+}
+
+
+class RefereeError(Exception):
+    """A request-level failure with a kind, a message that says what to fix, and the field."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        param: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.param = param
+        self.retry_after_s = retry_after_s
+
+    def __repr__(self) -> str:
+        return f"RefereeError({self.kind.value}, {self.message!r}, param={self.param!r})"

@@ -1,0 +1,1 @@
+"""Example reward functions for the ``python`` scorer; the tests reuse them."""

@@ -1,0 +1,131 @@
+"""HTTP gateway wiring: ``build_app(settings)`` composes; routes live in ``routes.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from referee import __version__
+from referee.config import Settings
+from referee.engine import RewardEngine
+from referee.errors import HTTP_STATUS, ErrorKind, RefereeError
+from referee.http.routes import router
+from referee.metrics import Metrics
+from referee_client.schema import RewardRequest
+
+__all__ = ["build_app", "error_response"]
+
+log = logging.getLogger(__name__)
+
+_STATUS_KIND = {
+    400: ErrorKind.BAD_REQUEST,
+    401: ErrorKind.UNAUTHORIZED,
+    404: ErrorKind.NOT_FOUND,
+    405: ErrorKind.METHOD_NOT_ALLOWED,
+    413: ErrorKind.PAYLOAD_TOO_LARGE,
+    422: ErrorKind.INVALID_REQUEST,
+}
+
+
+def error_response(exc: RefereeError) -> JSONResponse:
+    headers = {}
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    if exc.kind is ErrorKind.UNAUTHORIZED:
+        headers["WWW-Authenticate"] = "Bearer"
+    body = {"error": {"type": exc.kind.value, "message": exc.message, "param": exc.param}}
+    return JSONResponse(body, status_code=HTTP_STATUS[exc.kind], headers=headers)
+
+
+def _document_request_body(app: FastAPI) -> None:
+    """/v1/rewards parses its body itself (to tell 400 from 413 from 422); put the
+    request schema into the OpenAPI document so /docs still shows it."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            request_schema = RewardRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(request_schema.pop("$defs", {}))
+            components["RewardRequest"] = request_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> FastAPI:
+    """The FastAPI app around one engine. The engine starts in the background so
+    /healthz answers at once and /readyz turns ready when every scorer is warm."""
+    metrics = engine.metrics if engine is not None else Metrics()
+    engine = engine or RewardEngine(settings, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def start() -> None:
+            with contextlib.suppress(Exception):  # recorded in engine.startup_error
+                await engine.start()
+
+        starter = asyncio.create_task(start())
+        app.state.starter = starter
+        try:
+            yield
+        finally:
+            if not starter.done():
+                starter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starter
+            await engine.close()
+
+    app = FastAPI(
+        title="Referee",
+        version=__version__,
+        summary="Reward-as-a-service for RL post-training of language models.",
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.api_keys = settings.server.all_api_keys()
+    app.include_router(router)
+    _document_request_body(app)
+
+    @app.exception_handler(RefereeError)
+    async def _referee_error(request: Request, exc: RefereeError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        message = str(first["msg"])
+        return error_response(RefereeError(ErrorKind.INVALID_REQUEST, message, param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = _STATUS_KIND.get(exc.status_code, ErrorKind.BAD_REQUEST)
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see /docs"
+        return error_response(RefereeError(kind, message))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(
+            RefereeError(ErrorKind.INTERNAL, f"internal error ({type(exc).__name__}); see logs")
+        )
+
+    return app

@@ -1,0 +1,194 @@
+"""HTTP routes: translate and delegate to the engine; nothing else."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from referee.engine import PipelineInfo, RewardEngine
+from referee.errors import HTTP_STATUS, ErrorKind, RefereeError
+from referee.metrics import CONTENT_TYPE_LATEST, Metrics
+from referee_client.schema import ErrorBody, RewardRequest, RewardResponse
+
+__all__ = ["router"]
+
+
+def _engine(request: Request) -> RewardEngine:
+    engine: RewardEngine = request.app.state.engine
+    return engine
+
+
+def require_api_key(request: Request) -> None:
+    keys: list[str] = request.app.state.api_keys
+    if not keys:
+        return
+    supplied = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if supplied is None and auth[:7].lower() == "bearer ":
+        supplied = auth[7:].strip()
+    if not supplied:
+        raise RefereeError(
+            ErrorKind.UNAUTHORIZED,
+            "missing API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`",
+        )
+    matched = False
+    for key in keys:  # compare with every key, in constant time each
+        matched |= hmac.compare_digest(supplied.encode(), key.encode())
+    if not matched:
+        raise RefereeError(ErrorKind.UNAUTHORIZED, "invalid API key")
+
+
+router = APIRouter()
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in sorted(set(HTTP_STATUS.values()))
+}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RefereeError(
+            ErrorKind.PAYLOAD_TOO_LARGE,
+            f"request body is {declared} bytes; the limit is {limit}: split the request",
+        )
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RefereeError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"request body exceeds {limit} bytes: split the request",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _validation_error(exc: ValidationError) -> RefereeError:
+    first = exc.errors()[0]
+    param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+    message = first["msg"].removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return RefereeError(ErrorKind.INVALID_REQUEST, message, param=param or None)
+
+
+@v1.post(
+    "/rewards",
+    response_model=RewardResponse,
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/RewardRequest"}}
+            },
+        }
+    },
+)
+async def score_rewards(request: Request) -> Response:
+    """Score rollouts with a pipeline: one result per item, in request order."""
+    engine = _engine(request)
+    metrics: Metrics = request.app.state.metrics
+    started = time.perf_counter()
+    pipeline = "?"
+    status = 200
+    try:
+        body = await _read_body(request, engine.settings.server.max_request_bytes)
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RefereeError(ErrorKind.BAD_REQUEST, f"body is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise RefereeError(ErrorKind.BAD_REQUEST, "body must be a JSON object")
+        named = payload.get("pipeline", "default")
+        if isinstance(named, str) and named in engine.pipelines:
+            pipeline = named  # unknown names stay "?" so clients cannot grow label sets
+        items = payload.get("items")
+        limit = engine.settings.server.max_items_per_request
+        if isinstance(items, list) and len(items) > limit:
+            raise RefereeError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"{len(items)} items in one request; the limit is {limit}: split the request",
+                param="items",
+            )
+        try:
+            reward_request = RewardRequest.model_validate(payload)
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+        response = await engine.score(reward_request)
+        return Response(response.model_dump_json(), media_type="application/json")
+    except RefereeError as exc:
+        status = HTTP_STATUS[exc.kind]
+        raise
+    finally:
+        metrics.requests.labels(pipeline, str(status)).inc()
+        metrics.request_latency.labels(pipeline).observe(time.perf_counter() - started)
+
+
+def _describe(info: PipelineInfo) -> dict[str, object]:
+    return {
+        "name": info.name,
+        "description": info.description,
+        "version": info.version,
+        "scorers": list(info.scorers),
+        "tree": info.tree,
+    }
+
+
+@v1.get("/pipelines", responses=_ERRORS)
+async def list_pipelines(request: Request) -> dict[str, object]:
+    engine = _engine(request)
+    return {"pipelines": [_describe(p) for p in engine.pipelines.values()]}
+
+
+@v1.get("/pipelines/{name}", responses=_ERRORS)
+async def get_pipeline(name: str, request: Request) -> dict[str, object]:
+    engine = _engine(request)
+    info = engine.pipeline(name)
+    described = _describe(info)
+    described["scorer_configs"] = {
+        s: {"kind": engine.scorers[s].kind, "fingerprint": engine.scorers[s].fingerprint()}
+        for s in info.scorers
+    }
+    return described
+
+
+router.include_router(v1)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Alive: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": ErrorBody}})
+async def readyz(request: Request) -> JSONResponse:
+    """Ready: every scorer is loaded and warmed up."""
+    engine = _engine(request)
+    health = engine.health()
+    if engine.ready:
+        return JSONResponse({"status": "ready", **health})
+    message = "scorers are still loading"
+    if engine.startup_error:
+        message = f"start-up failed: {engine.startup_error}"
+    body = {"error": {"type": ErrorKind.NOT_READY.value, "message": message, "param": None}}
+    return JSONResponse({**body, **health}, status_code=503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    for name, runner in _engine(request).runners.items():
+        metrics.queue_depth.labels(name).set(runner.batcher.depth)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

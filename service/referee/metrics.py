@@ -1,0 +1,116 @@
+"""Every Prometheus metric Referee exports, in one place, all prefixed ``referee_``.
+
+Each app gets its own registry so several engines (tests, benchmarks) never collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+# 1 ms .. 60 s
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+TOKEN_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "referee_requests",
+            "Reward requests by pipeline and HTTP status.",
+            ["pipeline", "status"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "referee_request_latency_seconds",
+            "Time to answer a reward request.",
+            ["pipeline"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.items = Counter(
+            "referee_items",
+            "Items scored, by pipeline and outcome (ok or error).",
+            ["pipeline", "outcome"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "referee_batch_size", "Items per scorer batch.", ["scorer"], buckets=SIZE_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.batch_tokens = Histogram(
+            "referee_batch_tokens",
+            "Padded tokens (longest x count) per scorer batch.",
+            ["scorer"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "referee_queue_wait_seconds",
+            "Time an item waited in a scorer queue.",
+            ["scorer"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute_latency = Histogram(
+            "referee_scorer_compute_seconds",
+            "Time a scorer spent on one batch.",
+            ["scorer"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "referee_queue_depth", "Items waiting in a scorer queue.", ["scorer"], registry=r
+        )
+        self.cache_hits = Counter(
+            "referee_cache_hits", "Cache hits by scorer and level.", ["scorer", "level"],
+            registry=r,
+        )  # fmt: skip
+        self.cache_misses = Counter(
+            "referee_cache_misses", "Cache misses by scorer and level.", ["scorer", "level"],
+            registry=r,
+        )  # fmt: skip
+        self.inflight_joins = Counter(
+            "referee_single_flight_joins",
+            "Items that joined an identical item already being scored.",
+            ["scorer"],
+            registry=r,
+        )
+        self.scorer_errors = Counter(
+            "referee_scorer_errors",
+            "Per-item scorer errors by scorer and error type.",
+            ["scorer", "type"],
+            registry=r,
+        )
+        self.scorer_timeouts = Counter(
+            "referee_scorer_timeouts",
+            "Items whose scorer hit its per-item timeout.",
+            ["scorer"],
+            registry=r,
+        )
+        self.overloaded = Counter(
+            "referee_overloaded",
+            "Requests refused with 429 because a scorer queue was full.",
+            ["scorer"],
+            registry=r,
+        )
+        self.timeouts = Counter(
+            "referee_request_timeouts", "Requests that hit their deadline.", ["pipeline"],
+            registry=r,
+        )  # fmt: skip
+        self.scorer_ready = Gauge(
+            "referee_scorer_ready",
+            "1 when a scorer is loaded and warmed up.",
+            ["scorer", "kind"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,171 @@
+"""The scorer contract.
+
+A scorer turns a batch of items into exactly one :class:`ScoreResult` per item, in order.
+A failing item yields a result with ``error`` set; it never fails the batch. The batcher
+checks the count and isolates the items of a batch that raised.
+
+Subclasses declare:
+- ``kind``: the registry name;
+- ``Options``: a pydantic model of its configuration (validated at start-up);
+- ``reads``: the item fields its output depends on (they form the cache key);
+- ``score_batch`` (async) or, for quick pure-Python checks, ``score_one`` via
+  :class:`SyncScorer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from referee_client.schema import RewardItem
+
+__all__ = [
+    "FIELDS",
+    "ScoreInput",
+    "ScoreResult",
+    "Scorer",
+    "ScorerOptions",
+    "SyncScorer",
+    "canonical_json",
+]
+
+# Item fields a scorer may read (and that therefore may enter its cache key).
+FIELDS = ("prompt", "response", "messages", "reference", "group", "metadata")
+
+
+def canonical_json(value: object) -> str:
+    """JSON with sorted keys and no whitespace: the same value always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreInput:
+    """What a scorer sees of one item: the request item normalised once."""
+
+    id: str
+    prompt: str
+    response: str
+    reference: str | None
+    group: str | None
+    messages: tuple[dict[str, str], ...] | None
+    metadata: dict[str, Any] | None
+
+    @classmethod
+    def from_item(cls, item: RewardItem) -> ScoreInput:
+        return cls(
+            id=item.id,
+            prompt=item.prompt_text(),
+            response=item.response_text(),
+            reference=item.reference,
+            group=item.group,
+            messages=tuple(m.model_dump() for m in item.messages) if item.messages else None,
+            metadata=item.metadata,
+        )
+
+    def field_values(self, fields: Sequence[str]) -> dict[str, object]:
+        return {name: getattr(self, name) for name in fields}
+
+
+@dataclass(slots=True)
+class ScoreResult:
+    """One item's result.
+
+    ``value`` is the scalar; ``aspects`` are extra named values addressable in a pipeline
+    as ``scorer.aspect``; ``steps`` are step-level scores; ``reason`` explains a value (a
+    timeout, a failed check); ``error`` means the item has no value at all.
+    ``cacheable`` is False for results that depend on transient conditions (timeouts).
+    """
+
+    value: float | None
+    aspects: dict[str, float] = field(default_factory=dict)
+    steps: list[float] | None = None
+    reason: str | None = None
+    error: str | None = None
+    error_type: str = "scorer_error"
+    cacheable: bool = True
+
+    @classmethod
+    def failed(cls, message: str, error_type: str = "scorer_error") -> ScoreResult:
+        return cls(value=None, error=message, error_type=error_type, cacheable=False)
+
+
+class ScorerOptions(BaseModel):
+    """Base of every scorer's options: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Scorer:
+    kind: ClassVar[str] = ""
+    Options: ClassVar[type[ScorerOptions]] = ScorerOptions
+    reads: ClassVar[tuple[str, ...]] = ("response",)
+    # Bumped when the implementation changes its outputs, so old cache entries miss.
+    implementation_version: ClassVar[str] = "1"
+
+    def __init__(self, name: str, options: ScorerOptions) -> None:
+        self.name = name
+        self.options = options
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def setup(self) -> None:
+        """Load what the scorer needs (models, worker processes). Called once at start."""
+
+    async def close(self) -> None:
+        """Release resources. Called once at shutdown."""
+
+    def health(self) -> dict[str, object]:
+        return {"ready": True}
+
+    # -- scoring -----------------------------------------------------------------
+    async def score_batch(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
+        raise NotImplementedError
+
+    def cost(self, item: ScoreInput) -> int:
+        """Estimated tokens of an item, for token-budget batching (≈4 characters a token)."""
+        return max(1, len(item.response) // 4)
+
+    def cache_fields(self) -> tuple[str, ...]:
+        """The item fields the output depends on; may depend on options."""
+        return self.reads
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes this scorer's outputs."""
+        payload = {
+            "kind": self.kind,
+            "impl": self.implementation_version,
+            "options": self.options.model_dump(mode="json"),
+            **self.fingerprint_extra(),
+        }
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
+
+    def fingerprint_extra(self) -> dict[str, object]:
+        """Extra fingerprint material (a model revision, a file hash)."""
+        return {}
+
+
+class SyncScorer(Scorer):
+    """A scorer whose per-item work is quick pure Python: batches run in a worker thread
+    so the event loop stays responsive, and an item that raises fails alone."""
+
+    def score_one(self, item: ScoreInput) -> ScoreResult:
+        raise NotImplementedError
+
+    def _score_all(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
+        results = []
+        for item in items:
+            try:
+                results.append(self.score_one(item))
+            except Exception as exc:  # one bad item must not sink its batch
+                results.append(ScoreResult.failed(f"{type(exc).__name__}: {exc}"))
+        return results
+
+    async def score_batch(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
+        if len(items) <= 8:
+            return self._score_all(items)
+        return await asyncio.to_thread(self._score_all, items)

@@ -1,0 +1,166 @@
+"""``format``: does the response have the required shape?
+
+Modes:
+- ``think_answer``: exactly ``<think>…</think>`` then ``<answer>…</answer>``, whitespace
+  around and between allowed, each tag exactly once, a non-empty answer (tag names
+  configurable);
+- ``regex``: ``pattern`` full-matches (or, with ``regex_match: search``, occurs in) the
+  response; DOTALL by default so ``.`` spans lines;
+- ``json``: the response — or the content of its last `````json`` fenced block — parses as
+  JSON and, when ``schema`` is given, validates against it; the reason names the path of
+  the error.
+
+The value is ``reward_ok`` or ``reward_bad``; a bad response carries a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from referee.scorers.base import ScoreInput, ScoreResult, ScorerOptions, SyncScorer
+
+__all__ = ["FormatScorer"]
+
+_TAG_NAME = re.compile(r"[A-Za-z][\w.-]*")
+_JSON_FENCE = re.compile(r"```json[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+class FormatScorer(SyncScorer):
+    kind = "format"
+    reads = ("response",)
+
+    class Options(ScorerOptions):
+        mode: Literal["think_answer", "regex", "json"] = "think_answer"
+        think_tag: str = "think"
+        answer_tag: str = "answer"
+        pattern: str | None = None
+        regex_match: Literal["fullmatch", "search"] = "fullmatch"
+        dotall: bool = True
+        json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+        """A JSON Schema (any draft; ``$schema`` picks it, else the latest)."""
+        reward_ok: float = 1.0
+        reward_bad: float = 0.0
+
+        model_config = ConfigDict(populate_by_name=True)
+
+        @field_validator("think_tag", "answer_tag")
+        @classmethod
+        def _tag_name(cls, value: str) -> str:
+            if not _TAG_NAME.fullmatch(value):
+                raise ValueError(f"not a tag name (letters, digits, _ . -): {value!r}")
+            return value
+
+        @field_validator("pattern")
+        @classmethod
+        def _compiles(cls, value: str | None) -> str | None:
+            if value is not None:
+                try:
+                    re.compile(value)
+                except re.error as exc:
+                    raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+            return value
+
+        @field_validator("json_schema")
+        @classmethod
+        def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+            if value is not None:
+                from jsonschema.exceptions import SchemaError
+                from jsonschema.validators import validator_for
+
+                try:
+                    validator_for(value).check_schema(value)
+                except SchemaError as exc:
+                    where = exc.json_path if exc.path else "the schema root"
+                    raise ValueError(f"invalid JSON Schema at {where}: {exc.message}") from None
+            return value
+
+        @field_validator("reward_ok", "reward_bad")
+        @classmethod
+        def _finite(cls, value: float) -> float:
+            if not math.isfinite(value):
+                raise ValueError("must be a finite number")
+            return value
+
+        @model_validator(mode="after")
+        def _options_fit_mode(self) -> FormatScorer.Options:
+            if self.mode == "regex" and self.pattern is None:
+                raise ValueError("mode `regex` needs `pattern`")
+            if self.mode != "regex" and self.pattern is not None:
+                raise ValueError(f"`pattern` is only for mode `regex` (mode is `{self.mode}`)")
+            if self.mode != "json" and self.json_schema is not None:
+                raise ValueError(f"`schema` is only for mode `json` (mode is `{self.mode}`)")
+            if self.think_tag == self.answer_tag:
+                raise ValueError("`think_tag` and `answer_tag` must differ")
+            return self
+
+    def __init__(self, name: str, options: ScorerOptions) -> None:
+        if not isinstance(options, FormatScorer.Options):
+            raise TypeError(f"{type(self).__name__} needs {type(self).__name__}.Options")
+        super().__init__(name, options)
+        self.opts = options
+        self._pattern = (
+            re.compile(options.pattern, re.DOTALL if options.dotall else 0)
+            if options.pattern is not None
+            else None
+        )
+        think, answer = re.escape(options.think_tag), re.escape(options.answer_tag)
+        self._layout = re.compile(
+            rf"\s*<{think}>(.*?)</{think}>\s*<{answer}>(.*?)</{answer}>\s*", re.DOTALL
+        )
+        self._validator: Any = None
+        if options.json_schema is not None:
+            from jsonschema.validators import validator_for
+
+            schema = options.json_schema
+            self._validator = validator_for(schema)(schema)
+
+    def score_one(self, item: ScoreInput) -> ScoreResult:
+        if self.opts.mode == "think_answer":
+            problem = self._think_answer_problem(item.response)
+        elif self.opts.mode == "regex":
+            problem = self._regex_problem(item.response)
+        else:
+            problem = self._json_problem(item.response)
+        if problem is None:
+            return ScoreResult(value=self.opts.reward_ok)
+        return ScoreResult(value=self.opts.reward_bad, reason=problem)
+
+    def _think_answer_problem(self, text: str) -> str | None:
+        for tag in (self.opts.think_tag, self.opts.answer_tag):
+            opens, closes = text.count(f"<{tag}>"), text.count(f"</{tag}>")
+            if opens != 1 or closes != 1:
+                return f"expected one <{tag}> and one </{tag}>, found {opens} and {closes}"
+        found = self._layout.fullmatch(text)
+        if found is None:
+            think, answer = self.opts.think_tag, self.opts.answer_tag
+            return f"expected <{think}>…</{think}> then <{answer}>…</{answer}> and nothing else"
+        if not found.group(2).strip():
+            return f"empty <{self.opts.answer_tag}>"
+        return None
+
+    def _regex_problem(self, text: str) -> str | None:
+        assert self._pattern is not None
+        if self.opts.regex_match == "fullmatch":
+            return None if self._pattern.fullmatch(text) else "response does not match `pattern`"
+        return None if self._pattern.search(text) else "`pattern` not found in response"
+
+    def _json_problem(self, text: str) -> str | None:
+        fenced = _JSON_FENCE.findall(text)
+        source = fenced[-1] if fenced else text
+        try:
+            document = json.loads(source)
+        except json.JSONDecodeError as exc:
+            return f"invalid JSON: {exc}"
+        if self._validator is None:
+            return None
+        from jsonschema.exceptions import best_match
+
+        error = best_match(self._validator.iter_errors(document))
+        if error is None:
+            return None
+        return f"schema violation at {error.json_path}: {error.message}"

@@ -1,0 +1,231 @@
+"""``python``: a reward function of your own, named by import path in the server config.
+
+``function: "package.module:attr"`` is resolved in ``setup()``; it comes from the server
+config only, never from a request. It is called with keyword arguments taken from the
+item — ``prompt``, ``response``, ``reference``, ``messages`` (a list of dicts), ``group``,
+``metadata``, ``id`` — only those its signature names (all of them if it takes
+``**kwargs``), plus the fixed ``kwargs`` of the config. ``reads`` narrows the item fields
+passed (and the cache key): the function must not depend on anything else, ``id``
+included, or cached rewards go stale.
+
+It returns a number, a bool, or a dict with ``"reward"`` (a number), other numeric entries
+(aspects) and an optional ``"reason"`` (str). Anything else, a non-finite number or an
+exception is an error for that item alone. Sync functions run in a worker thread; async
+ones are awaited, at most ``concurrency`` at a time across all batches.
+
+Cached rewards are keyed on the function path, its own source text and ``version``:
+bump ``version`` when something the function uses (a helper, a data file) changes.
+See ``referee.examples.rewards`` for examples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import inspect
+import math
+import numbers
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from referee.scorers.base import FIELDS, ScoreInput, Scorer, ScoreResult, ScorerOptions
+
+__all__ = ["PythonScorer", "resolve_function"]
+
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_ARGUMENTS = (*FIELDS, "id")
+
+
+def resolve_function(path: str) -> Callable[..., Any]:
+    """Import ``package.module:attr`` (``attr`` may be dotted) and check it is callable."""
+    module_name, _, attr_path = path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for attr in attr_path.split("."):
+        try:
+            target = getattr(target, attr)
+        except AttributeError:
+            raise ImportError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    if not callable(target):
+        raise TypeError(f"{path} is not callable")
+    return target
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an instance with `async def __call__`
+    )
+
+
+def to_result(value: object) -> ScoreResult:
+    """A function's return value as a result, or an error saying what was wrong with it."""
+    aspects: dict[str, float] = {}
+    reason: str | None = None
+    if isinstance(value, dict):
+        if "reward" not in value:
+            return ScoreResult.failed(f"returned a dict without 'reward' (keys: {sorted(value)})")
+        for key, entry in value.items():
+            if key == "reward":
+                continue
+            if key == "reason":
+                if entry is not None and not isinstance(entry, str):
+                    return ScoreResult.failed("'reason' must be a string")
+                reason = entry
+            elif isinstance(entry, numbers.Real) and math.isfinite(entry):
+                aspects[str(key)] = float(entry)
+            else:
+                return ScoreResult.failed(f"entry {key!r} is {entry!r}; expected a finite number")
+        value = value["reward"]
+    if not isinstance(value, numbers.Real):
+        return ScoreResult.failed(
+            f"returned {type(value).__name__}; expected a number, a bool or a dict with 'reward'"
+        )
+    if not math.isfinite(value):
+        return ScoreResult.failed(f"returned a non-finite reward: {value!r}")
+    return ScoreResult(value=float(value), aspects=aspects, reason=reason)
+
+
+class PythonScorer(Scorer):
+    kind = "python"
+    reads = FIELDS
+
+    class Options(ScorerOptions):
+        function: str
+        """Import path ``package.module:attr`` of the reward function."""
+        kwargs: dict[str, Any] = Field(default_factory=dict)
+        """Fixed extra keyword arguments."""
+        reads: tuple[str, ...] | None = None
+        """The item fields the function depends on (default: all)."""
+        version: str | None = None
+        """Bump when the function's behaviour changes, so cached rewards miss."""
+        concurrency: int = Field(default=16, ge=1, le=1024)
+
+        @field_validator("function")
+        @classmethod
+        def _import_path(cls, value: str) -> str:
+            if not _IMPORT_PATH.fullmatch(value):
+                raise ValueError(
+                    f"expected an import path like `package.module:function`: {value!r}"
+                )
+            return value
+
+        @field_validator("kwargs")
+        @classmethod
+        def _no_item_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+            clash = sorted(set(value) & set(_ARGUMENTS))
+            if clash:
+                raise ValueError(f"must not set item fields, which come from each item: {clash}")
+            return value
+
+        @field_validator("reads")
+        @classmethod
+        def _known_fields(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+            if value is not None:
+                unknown = sorted(set(value) - set(FIELDS))
+                if unknown:
+                    raise ValueError(f"unknown item fields {unknown}; known: {list(FIELDS)}")
+                value = tuple(f for f in FIELDS if f in value)  # canonical order, no repeats
+            return value
+
+    def __init__(self, name: str, options: ScorerOptions) -> None:
+        if not isinstance(options, PythonScorer.Options):
+            raise TypeError(f"{type(self).__name__} needs {type(self).__name__}.Options")
+        super().__init__(name, options)
+        self.opts = options
+        self._function: Callable[..., Any] | None = None
+        self._passed: tuple[str, ...] = ()
+        self._source_sha256: str | None = None
+        self._limit: asyncio.Semaphore | None = None
+
+    def cache_fields(self) -> tuple[str, ...]:
+        return self.opts.reads if self.opts.reads is not None else self.reads
+
+    async def setup(self) -> None:
+        fn = resolve_function(self.opts.function)
+        self._passed = self._check_signature(fn)
+        self._function = fn
+
+    def _check_signature(self, fn: Callable[..., Any]) -> tuple[str, ...]:
+        """The item fields to pass; raises if the config's kwargs and fields cannot fit."""
+        offered = (*self.cache_fields(), "id")
+        parameters = inspect.signature(fn).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return offered
+        by_keyword = {
+            p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+        unexpected = sorted(set(self.opts.kwargs) - by_keyword)
+        if unexpected:
+            raise TypeError(f"{self.opts.function} takes no arguments {unexpected} (from `kwargs`)")
+        for p in parameters:
+            if p.kind is p.VAR_POSITIONAL or p.default is not p.empty:
+                continue
+            if p.kind is p.POSITIONAL_ONLY or not (p.name in offered or p.name in self.opts.kwargs):
+                raise TypeError(
+                    f"{self.opts.function} requires argument {p.name!r}, which is neither an "
+                    f"item field passed by keyword (reads: {list(self.cache_fields())}) "
+                    "nor in `kwargs`"
+                )
+        return tuple(f for f in offered if f in by_keyword)
+
+    def health(self) -> dict[str, object]:
+        return {"ready": self._function is not None}
+
+    def fingerprint_extra(self) -> dict[str, object]:
+        if self._source_sha256 is None:
+            try:
+                source = inspect.getsource(resolve_function(self.opts.function))
+            except (OSError, TypeError):  # no source to read (a builtin, a C extension)
+                source = ""
+            self._source_sha256 = hashlib.sha256(source.encode()).hexdigest()
+        return {
+            "function": self.opts.function,
+            "version": self.opts.version,
+            "source_sha256": self._source_sha256,
+        }
+
+    def _arguments(self, item: ScoreInput) -> dict[str, Any]:
+        arguments: dict[str, Any] = {}
+        for name in self._passed:
+            value = getattr(item, name)
+            if name == "messages" and value is not None:
+                value = [dict(m) for m in value]
+            elif name == "metadata" and value is not None:
+                value = dict(value)
+            arguments[name] = value
+        return {**arguments, **self.opts.kwargs}
+
+    def _call_sync(self, fn: Callable[..., Any], items: Sequence[ScoreInput]) -> list[ScoreResult]:
+        results = []
+        for item in items:
+            try:
+                value = fn(**self._arguments(item))
+                if inspect.iscoroutine(value):
+                    value.close()
+                    raise TypeError("returned a coroutine; declare the function `async def`")
+                results.append(to_result(value))
+            except Exception as exc:  # the user's function failed for this item only
+                results.append(ScoreResult.failed(f"{type(exc).__name__}: {exc}"))
+        return results
+
+    async def score_batch(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
+        fn = self._function
+        if fn is None:
+            raise RuntimeError(f"scorer {self.name!r}: setup() has not run")
+        if not _is_async(fn):
+            return await asyncio.to_thread(self._call_sync, fn, items)
+        if self._limit is None:  # one bound for all the batches in flight
+            self._limit = asyncio.Semaphore(self.opts.concurrency)
+        limit = self._limit
+
+        async def one(item: ScoreInput) -> ScoreResult:
+            async with limit:
+                try:
+                    return to_result(await fn(**self._arguments(item)))
+                except Exception as exc:
+                    return ScoreResult.failed(f"{type(exc).__name__}: {exc}")
+
+        return list(await asyncio.gather(*(one(item) for item in items)))

@@ -1,0 +1,165 @@
+"""`referee serve` as a real subprocess on the embedded default config, over real HTTP,
+and the rest of the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REFEREE = [sys.executable, "-m", "referee.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*REFEREE, *args], capture_output=True, text=True, timeout=180,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*REFEREE, "serve", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server not ready within 120 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_default_config_scores_math_format_and_length_over_http(server: str) -> None:
+    good = "<think>6 times 7</think><answer>\\boxed{42}</answer>"
+    items = [
+        {"id": "good", "prompt": "6*7?", "response": good, "reference": "42"},
+        {"id": "wrong", "prompt": "6*7?", "response": good.replace("42", "41"), "reference": "42"},
+        {"id": "no-format", "prompt": "6*7?", "response": "\\boxed{42}", "reference": "42"},
+        {"id": "overlong", "prompt": "6*7?", "response": good + " pad" * 4500, "reference": "42"},
+    ]
+    r = httpx.post(f"{server}/v1/rewards", json={"items": items}, timeout=60)
+    assert r.status_code == 200, r.text
+    results = {x["id"]: x for x in r.json()["results"]}
+    assert list(results) == ["good", "wrong", "no-format", "overlong"]
+    assert results["good"]["reward"] == 1.0
+    assert results["wrong"]["reward"] == 0.0
+    assert results["no-format"]["reward"] == 0.0
+    assert results["no-format"]["components"]["think_format"] == 0.0
+    # 18,000+ characters: past DAPO's max of 16,000, so correct (1) plus the full penalty (-1)
+    assert results["overlong"]["components"]["overlong"] == -1.0
+    assert results["overlong"]["reward"] == 0.0
+
+
+def test_errors_over_real_http(server: str) -> None:
+    r = httpx.post(f"{server}/v1/rewards", content=b"{", timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "bad_request"
+    r = httpx.post(
+        f"{server}/v1/rewards", json={"pipeline": "nope", "items": [{"id": "a", "response": "x"}]}
+    )
+    assert r.status_code == 404
+    r = httpx.get(f"{server}/metrics")
+    assert "referee_requests_total" in r.text
+
+
+def test_grpo_pipeline_normalises_within_groups(server: str) -> None:
+    fmt = "<think>t</think><answer>\\boxed{{{}}}</answer>"
+    items = [{"id": f"g{i}", "response": fmt.format(a), "reference": "4", "group": "p1"}
+             for i, a in enumerate([4, 4, 5, 3])]  # fmt: skip
+    body = httpx.post(f"{server}/v1/rewards", json={"pipeline": "grpo", "items": items}).json()
+    rewards = [x["reward"] for x in body["results"]]
+    # raw rewards [1, 1, 0, 0]: mean 0.5, sample std 0.57735
+    assert rewards == pytest.approx([0.866025, 0.866025, -0.866025, -0.866025], abs=1e-5)
+
+
+def test_serve_refuses_an_invalid_config_and_names_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "scorers:\n  m: {kind: math, options: {timeout_s: -1}}\n"
+        "pipelines:\n  p:\n    reward: {type: weighted_sum, weights: [1, .nan], inputs: [m, m]}\n"
+    )
+    result = cli("serve", "--config", str(bad), "--port", str(free_port()))
+    assert result.returncode == 2
+    assert "scorers.m: options.timeout_s" in result.stderr
+    assert "pipelines.p.reward.weights[1]: Input should be a finite number" in result.stderr
+    result = cli("validate", str(bad))
+    assert result.returncode == 2 and "timeout_s" in result.stderr
+
+
+def test_validate_and_pipelines_on_good_config(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "scorers:\n  fmt: {kind: format, options: {mode: think_answer}}\n"
+        "pipelines:\n  p: {reward: fmt}\n"
+    )
+    result = cli("validate", str(good))
+    assert result.returncode == 0, result.stderr
+    assert "ok (1 scorers, 1 pipelines)" in result.stdout
+    listed = cli("pipelines")
+    assert listed.returncode == 0
+    assert {line.split("\t")[0] for line in listed.stdout.splitlines()} >= {"default", "grpo"}
+
+
+def test_missing_config_file_and_bad_env_override_are_refused(tmp_path: Path) -> None:
+    result = cli("validate", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2 and "cannot read" in result.stderr
+    result = cli("pipelines", env={"REFEREE_SERVER__PORT": "eighty"})
+    assert result.returncode == 2
+    assert "server.port: Input should be a valid integer" in result.stderr
+    result = cli("pipelines", env={"REFEREE_BATCHING__MAX_BATCH_SIZE": "0"})
+    assert result.returncode == 2 and "batching.max_batch_size" in result.stderr
+
+
+def test_offline_score_is_resumable(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    out = tmp_path / "out.jsonl"
+    rows = [{"id": f"q{i}", "response": f"<think>t</think><answer>\\boxed{{{i}}}</answer>",
+             "reference": str(i if i % 3 else -1)} for i in range(30)]  # fmt: skip
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    # a previous run that stopped after 10 items (and cut its last line in half)
+    first = cli("score", str(src), "--pipeline", "math", "--out", str(out), "--chunk-size", "4")
+    assert first.returncode == 0, first.stderr
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:10]) + "\n" + lines[10][:15])
+    again = cli("score", str(src), "--pipeline", "math", "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "10 already done" in again.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    by_id = {r["id"]: r for r in records}
+    assert sorted(by_id) == sorted(r["id"] for r in rows)
+    assert len(records) == 30  # nothing scored twice
+    assert [by_id[f"q{i}"]["reward"] for i in range(6)] == [0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    done = cli("score", str(src), "--pipeline", "math", "--out", str(out))
+    assert done.returncode == 0 and "nothing to do" in done.stderr

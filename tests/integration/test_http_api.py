@@ -1,0 +1,273 @@
+"""The HTTP API against a real engine and real rule scorers: results and every error status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import httpx
+import pytest
+
+from tests.integration.conftest import RULES_CONFIG, formatted, serve_app
+
+
+def assert_error(response: httpx.Response, status: int, kind: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["type"] == kind
+    assert body["error"]["message"]
+    return body["error"]
+
+
+async def test_scores_items_in_order_with_components(client: httpx.AsyncClient) -> None:
+    items = [
+        {"id": "right", "response": formatted("42"), "reference": "42"},
+        {"id": "wrong", "response": formatted("41"), "reference": "42"},
+        {"id": "unformatted", "response": "<answer>42</answer>", "reference": "42"},
+        {"id": "chat", "messages": [{"role": "user", "content": "6*7?"},
+                                    {"role": "assistant", "content": formatted("42")}],
+         "reference": 42},
+    ]  # fmt: skip
+    response = await client.post("/v1/rewards", json={"items": items})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["id"] for r in body["results"]] == ["right", "wrong", "unformatted", "chat"]
+    assert [r["reward"] for r in body["results"]] == [1.0, 0.0, 0.0, 1.0]
+    assert body["results"][0]["components"]["exact"] == 1.0
+    assert body["results"][2]["components"]["fmt"] == 0.0
+    assert "exact" not in body["results"][2]["components"]  # gated off, never computed
+    assert body["pipeline_version"].startswith("sha256:")
+    assert body["usage"] == {"items": 4, "cache_hits": 0, "errors": 0}
+
+
+async def test_repeat_request_is_served_from_cache(client: httpx.AsyncClient) -> None:
+    payload = {"items": [{"id": "a", "response": formatted("1"), "reference": "1"}]}
+    first = (await client.post("/v1/rewards", json=payload)).json()
+    second = (await client.post("/v1/rewards", json=payload)).json()
+    assert first["results"][0]["cached"] is False
+    assert second["results"][0]["cached"] is True
+    assert second["results"][0]["reward"] == first["results"][0]["reward"]
+    assert second["usage"]["cache_hits"] == 3  # fmt, exact, overlong
+
+
+async def test_per_item_error_leaves_other_items_alone(client: httpx.AsyncClient) -> None:
+    items = [
+        {"id": "ok", "response": "x", "metadata": {"score": 0.25}},
+        {"id": "no-score", "response": "x", "metadata": {}},
+        {"id": "nan", "response": "x", "metadata": {"score": "high"}},
+        {"id": "ok2", "response": "x", "metadata": {"score": -1}},
+    ]
+    body = (await client.post("/v1/rewards", json={"pipeline": "meta", "items": items})).json()
+    rewards = {r["id"]: r["reward"] for r in body["results"]}
+    assert rewards == {"ok": 0.25, "no-score": None, "nan": None, "ok2": -1.0}
+    assert "no 'score'" in body["results"][1]["error"]["message"]
+    assert body["usage"]["errors"] == 2
+
+
+async def test_400_malformed_json(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/rewards", content=b'{"items": [', headers={"content-type": "application/json"}
+    )
+    assert "not valid JSON" in assert_error(r, 400, "bad_request")["message"]
+    r = await client.post("/v1/rewards", content=b"[1, 2]")
+    assert_error(r, 400, "bad_request")
+
+
+async def test_401_missing_or_wrong_api_key() -> None:
+    payload = {"items": [{"id": "a", "response": "x"}]}
+    async with serve_app(api_keys=["k-123", "k-456"]) as (client, _):
+        r = await client.post("/v1/rewards", json=payload)
+        assert_error(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"] == "Bearer"
+        r = await client.post("/v1/rewards", json=payload, headers={"Authorization": "Bearer nope"})
+        assert_error(r, 401, "unauthorized")
+        r = await client.get("/v1/pipelines", headers={"X-API-Key": "k-12"})
+        assert_error(r, 401, "unauthorized")
+        ok = await client.post(
+            "/v1/rewards", json=payload, headers={"Authorization": "Bearer k-456"}
+        )
+        assert ok.status_code == 200
+        ok = await client.get("/v1/pipelines", headers={"X-API-Key": "k-123"})
+        assert ok.status_code == 200
+        assert (await client.get("/healthz")).status_code == 200  # probes need no key
+
+
+async def test_404_unknown_pipeline_and_route(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/rewards", json={"pipeline": "nope", "items": [{"id": "a", "response": "x"}]}
+    )
+    err = assert_error(r, 404, "not_found")
+    assert err["param"] == "pipeline" and "default" in err["message"]
+    assert_error(await client.get("/v1/pipelines/nope"), 404, "not_found")
+    assert_error(await client.get("/v2/anything"), 404, "not_found")
+
+
+async def test_405_wrong_method(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/v1/rewards"), 405, "method_not_allowed")
+
+
+async def test_413_body_items_and_text_limits() -> None:
+    async with serve_app(max_request_bytes=2000, max_items_per_request=3,
+                         max_text_chars=100) as (client, _):  # fmt: skip
+        big = {"items": [{"id": "a", "response": "x" * 5000}]}
+        assert_error(await client.post("/v1/rewards", json=big), 413, "payload_too_large")
+        many = {"items": [{"id": str(i), "response": "x"} for i in range(4)]}
+        err = assert_error(await client.post("/v1/rewards", json=many), 413, "payload_too_large")
+        assert err["param"] == "items"
+        long = {"items": [{"id": "a", "response": "ok"}, {"id": "b", "response": "y" * 101}]}
+        err = assert_error(await client.post("/v1/rewards", json=long), 413, "payload_too_large")
+        assert err["param"] == "items[1].response"
+
+
+async def test_413_streamed_body_without_content_length() -> None:
+    async with serve_app(max_request_bytes=1000) as (client, _):
+
+        async def chunks():
+            for _ in range(10):
+                yield b" " * 200
+
+        r = await client.post("/v1/rewards", content=chunks())
+        assert_error(r, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    ("payload", "param", "needle"),
+    [
+        ({"items": []}, "items", "at least 1"),
+        ({"items": [{"id": "a"}]}, "items[0]", "response"),
+        ({"items": [{"id": "", "response": "x"}]}, "items[0].id", "at least 1"),
+        ({"items": [{"id": "a", "response": 5}]}, "items[0].response", "string"),
+        ({"items": [{"id": "a", "response": "x", "colour": "red"}]}, "items[0].colour", "Extra"),
+        ({"items": [{"id": "a", "messages": [{"role": "user", "content": "hi"}]}]},
+         "items[0]", "assistant"),
+        ({"items": [{"id": "a", "response": "x"}], "options": {"timeout_s": -1}},
+         "options.timeout_s", "greater than"),
+        ({"items": [{"id": "a", "response": "x"}, {"id": "b", "response": "y"},
+                    {"id": "a", "response": "z"}, {"id": "b", "response": "w"}]},
+         None, "duplicated: 'a', 'b'"),
+    ],
+)  # fmt: skip
+async def test_422_schema_errors_name_the_field(
+    client: httpx.AsyncClient, payload: dict, param: str | None, needle: str
+) -> None:
+    err = assert_error(await client.post("/v1/rewards", json=payload), 422, "invalid_request")
+    assert err["param"] == param
+    assert needle in err["message"]
+
+
+async def test_429_when_the_queue_is_full_with_retry_after() -> None:
+    async with serve_app() as (client, engine):
+        first = asyncio.create_task(
+            client.post(
+                "/v1/rewards",
+                json={
+                    "pipeline": "slow",
+                    "items": [{"id": str(i), "response": f"w{i}"} for i in range(4)],
+                },
+            )
+        )
+        while engine.runners["slow"].batcher.depth < 3:
+            await asyncio.sleep(0.01)
+        r = await client.post("/v1/rewards", json={
+            "pipeline": "slow", "items": [{"id": "x", "response": "other words"},
+                                          {"id": "y", "response": "more words"}]})  # fmt: skip
+        assert_error(r, 429, "overloaded")
+        assert int(r.headers["retry-after"]) >= 1
+        done = await first
+        assert done.status_code == 200  # the accepted request is still answered in full
+        assert [x["reward"] for x in done.json()["results"]] == [1.0] * 4
+        metrics = (await client.get("/metrics")).text
+        assert 'referee_overloaded_total{scorer="slow"} 1.0' in metrics
+
+
+async def test_503_until_ready() -> None:
+    async with serve_app(start=False) as (client, _):
+        r = await client.post("/v1/rewards", json={"items": [{"id": "a", "response": "x"}]})
+        assert_error(r, 503, "not_ready")
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_504_on_request_timeout(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/rewards", json={
+        "pipeline": "slow", "options": {"timeout_s": 0.05},
+        "items": [{"id": "a", "response": "one two"}]})  # fmt: skip
+    err = assert_error(r, 504, "timeout")
+    assert err["param"] == "options.timeout_s"
+
+
+async def test_no_500_for_hostile_bodies(client: httpx.AsyncClient) -> None:
+    rng = random.Random(7)
+    bodies = [b"", b"null", b"\xff\xfe", b'{"items": {"id": 1}}', b'{"pipeline": 5, "items": []}',
+              b'{"items": [null]}', b'{"items": [{"id": "a", "response": "x", "metadata": 3}]}',
+              json.dumps({"items": [{"id": "a", "response": "\u0000\ud7ff"}]}).encode()]  # fmt: skip
+    for _ in range(30):
+        bodies.append(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 60))))
+    for body in bodies:
+        r = await client.post(
+            "/v1/rewards", content=body, headers={"content-type": "application/json"}
+        )
+        assert r.status_code < 500, (body, r.text)
+        if r.status_code != 200:
+            assert set(r.json()) == {"error"}
+
+
+async def test_200_concurrent_requests_with_overlapping_items_answered_once_in_order() -> None:
+    async with serve_app() as (client, _):
+        rng = random.Random(1)
+        pool = [(f"{n}", formatted(str(n % 13))) for n in range(60)]
+
+        async def one(k: int) -> None:
+            chosen = rng.sample(pool, rng.randint(1, 12))
+            items = [{"id": f"r{k}-{j}", "response": text, "reference": str(int(n) % 13),
+                      "metadata": {"n": n}} for j, (n, text) in enumerate(chosen)]  # fmt: skip
+            r = await client.post("/v1/rewards", json={"items": items})
+            assert r.status_code == 200, r.text
+            results = r.json()["results"]
+            assert [x["id"] for x in results] == [x["id"] for x in items]
+            assert all(x["reward"] == 1.0 and x["error"] is None for x in results)
+
+        await asyncio.gather(*(one(k) for k in range(200)))
+        metrics = (await client.get("/metrics")).text
+        # identical items in flight were computed once: joins or cache hits, never recomputed
+        computed = sum(
+            float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+            if line.startswith('referee_batch_size_sum{scorer="fmt"}')
+        )  # fmt: skip
+        assert computed <= len(pool) + 1  # + the warm-up item
+
+
+async def test_pipelines_endpoints_and_docs(client: httpx.AsyncClient) -> None:
+    listed = (await client.get("/v1/pipelines")).json()["pipelines"]
+    assert {p["name"] for p in listed} == set(RULES_CONFIG["pipelines"])
+    one = (await client.get("/v1/pipelines/default")).json()
+    assert one["scorers"] == ["exact", "fmt", "overlong"]
+    assert one["tree"]["type"] == "weighted_sum"
+    assert one["version"] == next(p["version"] for p in listed if p["name"] == "default")
+    spec = (await client.get("/openapi.json")).json()
+    assert "RewardRequest" in spec["components"]["schemas"]
+    assert (await client.get("/docs")).status_code == 200
+
+
+async def test_metrics_exposes_request_batch_queue_and_cache_series(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post(
+        "/v1/rewards", json={"items": [{"id": "a", "response": formatted("1"), "reference": "1"}]}
+    )
+    await client.post(
+        "/v1/rewards", json={"pipeline": "zzz", "items": [{"id": "a", "response": "x"}]}
+    )
+    text = (await client.get("/metrics")).text
+    for needle in [
+        'referee_requests_total{pipeline="default",status="200"} 1.0',
+        'referee_requests_total{pipeline="?",status="404"} 1.0',
+        "referee_request_latency_seconds_bucket",
+        'referee_batch_size_count{scorer="fmt"}',
+        'referee_queue_depth{scorer="fmt"} 0.0',
+        'referee_cache_misses_total{level="memory",scorer="fmt"}',
+        'referee_items_total{outcome="ok",pipeline="default"} 1.0',
+    ]:
+        assert needle in text, needle
