@@ -68,7 +68,12 @@ def test_default_config_scores_math_format_and_length_over_http(server: str) -> 
         {"id": "good", "prompt": "6*7?", "response": good, "reference": "42"},
         {"id": "wrong", "prompt": "6*7?", "response": good.replace("42", "41"), "reference": "42"},
         {"id": "no-format", "prompt": "6*7?", "response": "\\boxed{42}", "reference": "42"},
-        {"id": "overlong", "prompt": "6*7?", "response": good + " pad" * 4500, "reference": "42"},
+        {
+            "id": "overlong",
+            "prompt": "6*7?",
+            "reference": "42",
+            "response": good.replace("6 times 7", "6 times 7" + " pad" * 4500),
+        },
     ]
     r = httpx.post(f"{server}/v1/rewards", json={"items": items}, timeout=60)
     assert r.status_code == 200, r.text

@@ -1,0 +1,148 @@
+"""The batcher's contract (one result per item, isolation of failing items, token budget,
+bounded queue) and the engine's single flight, with small scorers written for the purpose."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from referee.batching import DynamicBatcher
+from referee.config import BatchingSettings
+from referee.errors import ErrorKind, RefereeError
+from referee.metrics import Metrics
+from referee.scorers.base import ScoreInput, Scorer, ScoreResult
+
+
+def item(text: str, i: int = 0) -> ScoreInput:
+    return ScoreInput(id=f"i{i}", prompt="", response=text, reference=None, group=None,
+                      messages=None, metadata=None)  # fmt: skip
+
+
+class Recorder(Scorer):
+    kind = "recorder"
+
+    def __init__(self, *, drop_one: bool = False, poison: str | None = None,
+                 delay: float = 0.0) -> None:  # fmt: skip
+        super().__init__("rec", Scorer.Options())
+        self.batches: list[list[str]] = []
+        self.drop_one, self.poison, self.delay = drop_one, poison, delay
+
+    def cost(self, item: ScoreInput) -> int:
+        return len(item.response)
+
+    async def score_batch(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
+        self.batches.append([x.response for x in items])
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.poison and any(x.response == self.poison for x in items):
+            raise RuntimeError("poisoned batch")
+        out = [ScoreResult(value=float(len(x.response))) for x in items]
+        return out[:-1] if self.drop_one else out
+
+
+async def run_batcher(scorer: Scorer, texts: list[str], **settings: float) -> list[ScoreResult]:
+    batcher = DynamicBatcher(scorer, BatchingSettings(**settings), Metrics())
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in texts]
+    batcher.submit([(item(t, i), f) for i, (t, f) in enumerate(zip(texts, futures, strict=True))])
+    try:
+        return list(await asyncio.gather(*futures))
+    finally:
+        await batcher.stop()
+
+
+async def test_one_result_per_item_in_order() -> None:
+    scorer = Recorder()
+    results = await run_batcher(scorer, ["a", "bb", "ccc"] * 10, max_batch_size=7)
+    assert [r.value for r in results] == [1.0, 2.0, 3.0] * 10
+    assert all(len(b) <= 7 for b in scorer.batches)
+
+
+async def test_batch_size_mismatch_fails_loudly_per_item() -> None:
+    results = await run_batcher(Recorder(drop_one=True), ["a", "b", "c"])
+    assert all(r.error and "batch size mismatch" in r.error for r in results)
+    assert {r.error_type for r in results} == {"internal"}
+
+
+async def test_exception_fails_only_the_item_that_raises() -> None:
+    scorer = Recorder(poison="bad")
+    results = await run_batcher(scorer, ["ok", "bad", "fine"], max_wait_ms=50)
+    assert [r.value for r in results] == [2.0, None, 4.0]
+    assert results[1].error == "RuntimeError: poisoned batch"
+
+
+async def test_token_budget_bounds_padded_batch_size() -> None:
+    scorer = Recorder()
+    texts = ["x" * 10] * 6 + ["y" * 40]
+    await run_batcher(scorer, texts, max_batch_tokens=40, max_wait_ms=50)
+    for batch in scorer.batches:
+        assert max(len(t) for t in batch) * len(batch) <= 40
+    assert sorted(len(b) for b in scorer.batches) == [1, 2, 4]
+
+
+async def test_full_queue_refuses_whole_submission_with_retry_after() -> None:
+    scorer = Recorder(delay=0.2)
+    batcher = DynamicBatcher(
+        scorer, BatchingSettings(max_batch_size=1, max_concurrent_batches=1, max_queue_items=3,
+                                 max_wait_ms=0), Metrics())  # fmt: skip
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    try:
+        first = [loop.create_future() for _ in range(3)]
+        batcher.submit([(item("a", i), f) for i, f in enumerate(first)])
+        second = [loop.create_future() for _ in range(2)]
+        with pytest.raises(RefereeError) as info:
+            batcher.submit([(item("b", i), f) for i, f in enumerate(second)])
+        assert info.value.kind is ErrorKind.OVERLOADED and info.value.retry_after_s
+        assert batcher.depth <= 3
+        assert [r.value for r in await asyncio.gather(*first)] == [1.0, 1.0, 1.0]
+    finally:
+        await batcher.stop()
+
+
+async def test_request_larger_than_queue_is_accepted_when_queue_is_empty() -> None:
+    results = await run_batcher(Recorder(), ["a"] * 10, max_queue_items=4)
+    assert len(results) == 10
+
+
+async def test_single_flight_computes_identical_items_once() -> None:
+    from referee.cache import MemoryCache
+    from referee.engine import ScorerRunner
+
+    scorer = Recorder(delay=0.05)
+    metrics = Metrics()
+    batcher = DynamicBatcher(scorer, BatchingSettings(max_wait_ms=5), metrics)
+    batcher.start()
+    runner = ScorerRunner(scorer, MemoryCache(100), batcher, metrics)
+    try:
+        calls = [runner.score([item("same", k), item(f"u{k}", k)]) for k in range(20)]
+        results = await asyncio.gather(*calls)
+        computed = [t for batch in scorer.batches for t in batch]
+        assert computed.count("same") == 1
+        assert all(r[0].result.value == 4.0 for r in results)
+        again = await runner.score([item("same")])
+        assert again[0].cached is True
+    finally:
+        await batcher.stop()
+
+
+async def test_caller_timeout_does_not_cancel_shared_work() -> None:
+    from referee.cache import MemoryCache
+    from referee.engine import ScorerRunner
+
+    scorer = Recorder(delay=0.2)
+    metrics = Metrics()
+    batcher = DynamicBatcher(scorer, BatchingSettings(max_wait_ms=0), metrics)
+    batcher.start()
+    runner = ScorerRunner(scorer, MemoryCache(100), batcher, metrics)
+    try:
+        patient = asyncio.create_task(runner.score([item("shared")]))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(runner.score([item("shared")]), 0.05)
+        assert (await patient)[0].result.value == 6.0
+        assert (await runner.score([item("shared")]))[0].cached
+    finally:
+        await batcher.stop()
