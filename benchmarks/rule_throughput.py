@@ -5,9 +5,12 @@ start-up time and resident memory of `referee serve` on the embedded default con
 
 Items are realistic math rollouts (a few hundred words of reasoning in <think>, a boxed
 answer in <answer>), 256 per request, every one distinct (the cache is off on both
-sides: this measures scoring, not cache hits). The pipeline is the default one
-(format gate -> math correctness, plus DAPO's overlong penalty): the in-process baseline
-calls those three scorers' `score_batch` directly on the same batches.
+sides: this measures scoring, not cache hits). Two pipelines from benchmarks/rules.yaml:
+`default` (format gate -> math correctness, plus DAPO's overlong penalty, as in the
+embedded default) and `cheap_rules` (format, match, length, repetition: microseconds an
+item, so the gateway's own cost shows). The in-process baseline calls the pipeline's
+scorers' `score_batch` directly on batches of the same size, no engine, no server.
+Start-up time and memory are measured on the embedded default config.
 Writes benchmarks/results/rule_throughput.json.
 """
 
@@ -69,10 +72,13 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-async def in_process(batches: list[list[dict[str, object]]]) -> dict[str, float]:
-    settings = load_settings(environ={})
+CONFIG = HERE / "rules.yaml"
+
+
+async def in_process(batches: list[list[dict[str, object]]], pipeline: str) -> dict[str, float]:
+    settings = load_settings(CONFIG, environ={})
     engine = RewardEngine(settings)
-    used = engine.pipelines["default"].scorers
+    used = engine.pipelines[pipeline].scorers
     scorers = [engine.scorers[name] for name in used]
     for scorer in scorers:
         await scorer.setup()
@@ -97,13 +103,14 @@ async def in_process(batches: list[list[dict[str, object]]]) -> dict[str, float]
             "batch_p50_s": percentile(latencies, 0.5), "batch_p99_s": percentile(latencies, 0.99)}  # fmt: skip
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], str, float]:
+def start_server(config: Path | None) -> tuple[subprocess.Popen[bytes], str, float]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "REFEREE_CACHE__BACKEND": "none", "REFEREE_SERVER__LOG_LEVEL": "warning"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "referee.cli", "serve", "--port", str(port)],
+    extra = ["--config", str(config)] if config else []
+    proc = subprocess.Popen([sys.executable, "-m", "referee.cli", "serve", "--port", str(port), *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     while True:
@@ -118,7 +125,7 @@ def start_server() -> tuple[subprocess.Popen[bytes], str, float]:
 
 
 async def over_http(
-    url: str, batches: list[list[dict[str, object]]], concurrency: int
+    url: str, batches: list[list[dict[str, object]]], concurrency: int, pipeline: str
 ) -> dict[str, float]:
     latencies: list[float] = []
     queue: asyncio.Queue[list[dict[str, object]]] = asyncio.Queue()
@@ -133,7 +140,7 @@ async def over_http(
             while not queue.empty():
                 batch = queue.get_nowait()
                 t = time.perf_counter()
-                r = await client.post("/v1/rewards", json={"pipeline": "default", "items": batch,
+                r = await client.post("/v1/rewards", json={"pipeline": pipeline, "items": batch,
                                                             "options": {"return_components": False}})  # fmt: skip
                 latencies.append(time.perf_counter() - t)
                 r.raise_for_status()
@@ -147,39 +154,50 @@ async def over_http(
             "request_p50_s": percentile(latencies, 0.5), "request_p99_s": percentile(latencies, 0.99)}  # fmt: skip
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    batches = [make_items(args.batch_size, seed) for seed in range(args.batches)]
-    http_batches = [make_items(args.batch_size, 1000 + seed) for seed in range(args.batches)]
-    baseline = asyncio.run(in_process(batches))
-
-    proc, url, startup_s = start_server()
-    try:
-        idle_rss = rss_mb(proc.pid)
-        idle_total = idle_rss + sum(rss_mb(c) for c in children(proc.pid))
-        asyncio.run(over_http(url, [make_items(args.batch_size, 99999)], 1))  # warm-up
-        served = asyncio.run(over_http(url, http_batches, args.concurrency))
-        loaded_rss = rss_mb(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-    result = {
+    size = args.batch_size
+    result: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "batch_size": args.batch_size,
+        "batch_size": size,
         "batches": args.batches,
         "concurrency": args.concurrency,
-        "in_process": baseline,
-        "http": served,
-        "http_over_in_process": served["items_per_s"] / baseline["items_per_s"],
-        "serve_startup_to_ready_s": startup_s,
-        "serve_rss_mb_idle": idle_rss,
-        "serve_rss_mb_idle_with_math_workers": idle_total,
-        "serve_rss_mb_after_load": loaded_rss,
     }
+    proc, _, startup_s = start_server(None)  # the embedded default config
+    try:
+        time.sleep(1.0)
+        result["serve_default_startup_to_ready_s"] = startup_s
+        result["serve_default_rss_mb_main"] = rss_mb(proc.pid)
+        result["serve_default_rss_mb_with_math_workers"] = rss_mb(proc.pid) + sum(
+            rss_mb(c) for c in children(proc.pid)
+        )
+    finally:
+        stop(proc)
+    for pipeline in ("default", "cheap_rules"):
+        batches = [make_items(size, seed) for seed in range(args.batches)]
+        http_batches = [make_items(size, 1000 + seed) for seed in range(args.batches)]
+        baseline = asyncio.run(in_process(batches, pipeline))
+        proc, url, _ = start_server(CONFIG)
+        try:
+            asyncio.run(over_http(url, [make_items(size, 99999)], 1, pipeline))  # warm-up
+            served = asyncio.run(over_http(url, http_batches, args.concurrency, pipeline))
+            served["rss_mb_after_load"] = rss_mb(proc.pid)
+        finally:
+            stop(proc)
+        result[pipeline] = {
+            "in_process": baseline,
+            "http": served,
+            "http_over_in_process": served["items_per_s"] / baseline["items_per_s"],
+        }
     out = HERE / "results" / "rule_throughput.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

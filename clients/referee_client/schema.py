@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 MAX_ID_LENGTH = 256
+MAX_REFERENCE_REWARDS = 1024
 
 
 class _Strict(BaseModel):
@@ -56,6 +57,7 @@ class RewardItem(_Strict):
     group: str | None = None
     reference_rewards: list[float] | None = Field(
         default=None,
+        max_length=MAX_REFERENCE_REWARDS,
         description="Reference rewards r_ref for centred transforms (sigmoid_centered, "
         "log_sigmoid_centered) whose reference source is `request`.",
     )
@@ -113,8 +115,23 @@ class RewardOptions(_Strict):
     group_reference_rewards: dict[str, list[float]] | None = Field(
         default=None,
         description="Reference rewards per group id, for centred transforms whose reference "
-        "source is `request`; an item's own `reference_rewards` take precedence.",
+        f"source is `request` (at most {MAX_REFERENCE_REWARDS} per group); an item's own "
+        "`reference_rewards` take precedence.",
     )
+
+    @field_validator("group_reference_rewards")
+    @classmethod
+    def _finite_group_rewards(
+        cls, value: dict[str, list[float]] | None
+    ) -> dict[str, list[float]] | None:
+        for group, rewards in (value or {}).items():
+            if not rewards or len(rewards) > MAX_REFERENCE_REWARDS:
+                raise ValueError(
+                    f"group {group!r}: give 1 to {MAX_REFERENCE_REWARDS} reference rewards"
+                )
+            if not all(math.isfinite(v) for v in rewards):
+                raise ValueError(f"group {group!r}: reference rewards must be finite numbers")
+        return value
 
 
 class RewardRequest(_Strict):

@@ -144,13 +144,24 @@ def score(
     out = out or input_path.with_suffix(".scored.jsonl")
     done = _done_ids(out)
     todo: list[RewardItem] = []
+    seen: dict[str, int] = {}
     try:
         for lineno, record in _read_jsonl(input_path):
             try:
                 item = RewardItem.model_validate(record)
             except ValidationError as exc:
-                typer.echo(f"error: {input_path}:{lineno}: {exc.errors()[0]['msg']}", err=True)
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                typer.echo(f"error: {input_path}:{lineno}: {where}: {first['msg']}", err=True)
                 raise typer.Exit(2) from None
+            if item.id in seen:
+                typer.echo(
+                    f"error: {input_path}:{lineno}: id {item.id!r} already used on line "
+                    f"{seen[item.id]}; ids must be unique",
+                    err=True,
+                )
+                raise typer.Exit(2)
+            seen[item.id] = lineno
             if item.id not in done:
                 todo.append(item)
     except (OSError, ValueError) as exc:
@@ -176,7 +187,7 @@ def score(
                 for start in range(0, len(todo), chunk_size):
                     chunk = todo[start : start + chunk_size]
                     request = RewardRequest(pipeline=pipeline, items=chunk)
-                    response = await engine.score(request)
+                    response = await engine.score(request, enforce_limits=False)
                     for result in response.results:
                         errors += result.error is not None
                         sink.write(result.model_dump_json() + "\n")

@@ -81,6 +81,18 @@ class ServerSettings(_Section):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        if isinstance(value, list):
+            return [str(k) if isinstance(k, int | float) else k for k in value]
+        return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                value.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read {value}: {exc}") from None
         return value
 
     def all_api_keys(self) -> list[str]:
@@ -119,11 +131,15 @@ class ScorerConfig(_Section):
             raise ValueError(str(exc)) from None
         # Validate now so a bad option fails at start-up, naming the option.
         try:
-            cls.Options.model_validate(self.options)
+            options = cls.Options.model_validate(self.options)
         except ValidationError as exc:
             raise ValueError(
                 "; ".join(f"options.{p}" for p in format_validation_error(exc))
             ) from None
+        try:  # the fingerprint reads what the options point at (a file, a function)
+            cls("check", options).fingerprint()
+        except Exception as exc:
+            raise ValueError(f"options: {type(exc).__name__}: {exc}") from None
         return self
 
 
@@ -192,10 +208,13 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
         if path[0] not in _SECTIONS or len(path) < 2:
             continue
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            value = raw
+        if path[-1] == "api_keys":
+            value: Any = raw  # keys are text: YAML would turn `yes` or `0123` into other things
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else raw
+            except yaml.YAMLError:
+                value = raw
         node = overrides
         for part in path[:-1]:
             node = node.setdefault(part, {})

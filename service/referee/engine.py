@@ -237,13 +237,20 @@ class RewardEngine:
                         param=f"items[{i}].{field_name}",
                     )
 
-    async def score(self, request: RewardRequest) -> RewardResponse:
+    async def score(self, request: RewardRequest, *, enforce_limits: bool = True) -> RewardResponse:
+        """Score one request. ``enforce_limits=False`` is for trusted offline callers (the
+        CLI), where the server's request-size limits protect nothing."""
         info = self.pipeline(request.pipeline)
         if not self._ready:
             raise RefereeError(ErrorKind.NOT_READY, "scorers are still loading; retry shortly",
                                retry_after_s=2.0)  # fmt: skip
-        self.check_limits(request)
-        timeout = request.options.timeout_s or self.settings.server.request_timeout_s
+        server_limit = self.settings.server.request_timeout_s
+        if enforce_limits:
+            self.check_limits(request)
+        else:
+            server_limit = 3600.0
+        asked = request.options.timeout_s
+        timeout = min(asked, server_limit) if asked is not None else server_limit
         try:
             return await asyncio.wait_for(self._score(info, request), timeout)
         except TimeoutError:
@@ -264,7 +271,10 @@ class RewardEngine:
             else group_refs.get(item.group or "") if item.group is not None else None
             for item in request.items
         ]  # fmt: skip
-        memo: dict[tuple[str, int], asyncio.Task[LeafScore]] = {}
+        # One scorer call per (scorer, set of items not yet asked for); a leaf that needs an
+        # item another leaf already asked for awaits that call instead of asking again.
+        memo: dict[tuple[str, int], tuple[asyncio.Task[list[LeafScore]], int]] = {}
+        calls: list[asyncio.Task[list[LeafScore]]] = []
 
         async def fetch(scorer: str, indices: list[int]) -> dict[int, LeafScore]:
             missing = [i for i in indices if (scorer, i) not in memo]
@@ -272,9 +282,15 @@ class RewardEngine:
                 task = asyncio.ensure_future(
                     self.runners[scorer].score([items[i] for i in missing])
                 )
+                task.add_done_callback(_retrieve)
+                calls.append(task)
                 for position, i in enumerate(missing):
-                    memo[(scorer, i)] = asyncio.ensure_future(_pick(task, position))
-            return {i: await memo[(scorer, i)] for i in indices}
+                    memo[(scorer, i)] = (task, position)
+            out: dict[int, LeafScore] = {}
+            for i in indices:
+                task, position = memo[(scorer, i)]
+                out[i] = (await task)[position]
+            return out
 
         state = EvalState(items=items, reference_rewards=references, fetch=fetch)
         values = await self._evaluators[info.name].evaluate(state)
@@ -300,7 +316,11 @@ class RewardEngine:
         self.metrics.items.labels(info.name, "ok").inc(len(items) - n_errors)
         if n_errors:
             self.metrics.items.labels(info.name, "error").inc(n_errors)
-        hits = sum(1 for task in memo.values() if task.done() and task.result().cached)
+        hits = sum(
+            1 for task, position in memo.values()
+            if task.done() and not task.cancelled() and task.exception() is None
+            and task.result()[position].cached
+        )  # fmt: skip
         return RewardResponse(
             pipeline=info.name,
             pipeline_version=info.version,
@@ -309,5 +329,8 @@ class RewardEngine:
         )
 
 
-async def _pick(task: asyncio.Future[list[LeafScore]], position: int) -> LeafScore:
-    return (await task)[position]
+def _retrieve(task: asyncio.Task[list[LeafScore]]) -> None:
+    """Mark a scorer call's exception as seen: when one branch fails the request (429),
+    the others' failures are expected, not "never retrieved" noise in the logs."""
+    if not task.cancelled():
+        task.exception()

@@ -30,8 +30,8 @@ class Metrics:
         )
         self.request_latency = Histogram(
             "referee_request_latency_seconds",
-            "Time to answer a reward request.",
-            ["pipeline"],
+            "Time to answer a reward request, by pipeline and HTTP status.",
+            ["pipeline", "status"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -168,3 +168,18 @@ def test_offline_score_is_resumable(tmp_path: Path) -> None:
     assert [by_id[f"q{i}"]["reward"] for i in range(6)] == [0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
     done = cli("score", str(src), "--pipeline", "math", "--out", str(out))
     assert done.returncode == 0 and "nothing to do" in done.stderr
+
+
+def test_offline_score_refuses_duplicate_ids_and_ignores_server_size_limits(tmp_path: Path) -> None:
+    src = tmp_path / "dup.jsonl"
+    src.write_text('{"id": "a", "response": "x"}\n{"id": "b", "response": "y"}\n{"id": "a", "response": "z"}\n')
+    result = cli("score", str(src), "--pipeline", "math")
+    assert result.returncode == 2
+    assert "dup.jsonl:3: id 'a' already used on line 1" in result.stderr
+    big = tmp_path / "big.jsonl"
+    big.write_text(json.dumps({"id": "long", "response": "\\boxed{7}" + " " * 200, "reference": "7"}) + "\n")
+    out = tmp_path / "big.out.jsonl"
+    result = cli("score", str(big), "--pipeline", "math", "--out", str(out),
+                 env={"REFEREE_SERVER__MAX_TEXT_CHARS": "100"})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["reward"] == 1.0

@@ -54,6 +54,23 @@ RULES_CONFIG: dict[str, Any] = {
             }
         },
         "meta": {"reward": "meta"},
+        "uwo": {
+            "reward": {
+                "type": "uwo",
+                "inputs": [
+                    "meta",
+                    {"type": "scorer", "scorer": "meta", "transforms": [{"type": "affine", "scale": -1}]},
+                ],
+            }
+        },
+        "zscore": {"reward": {"type": "scorer", "scorer": "meta", "transforms": [{"type": "running_zscore"}]}},
+        "par": {
+            "reward": {
+                "type": "scorer",
+                "scorer": "meta",
+                "transforms": [{"type": "log_sigmoid_centered", "reference": "request"}, {"type": "group_norm"}],
+            }
+        },
         "slow": {"reward": "slow"},
     },
 }

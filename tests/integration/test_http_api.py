@@ -271,3 +271,88 @@ async def test_metrics_exposes_request_batch_queue_and_cache_series(
         'referee_items_total{outcome="ok",pipeline="default"} 1.0',
     ]:
         assert needle in text, needle
+
+
+async def test_bodies_that_once_gave_500_now_get_4xx(client: httpx.AsyncClient) -> None:
+    surrogate = b'{"items": [{"id": "a", "response": "cut emoji \\ud83d here"}]}'
+    err = assert_error(await client.post("/v1/rewards", content=surrogate), 422, "invalid_request")
+    assert err["param"] == "items[0].response"
+    surrogate_key = b'{"items": [{"id": "a", "response": "x", "metadata": {"\\udc00": 1}}]}'
+    assert_error(await client.post("/v1/rewards", content=surrogate_key), 422, "invalid_request")
+    deep = b'{"items": [{"id": "a", "response": "x", "metadata": {"m": ' + b"[" * 5000 + b"]" * 5000 + b"}}]}"
+    assert_error(await client.post("/v1/rewards", content=deep), 400, "bad_request")
+    huge = b'{"items": [{"id": "a", "response": "x", "reference": ' + b"9" * 5000 + b"}]}"
+    assert_error(await client.post("/v1/rewards", content=huge), 400, "bad_request")
+    refs = {"items": [{"id": "a", "response": "x", "reference_rewards": [0.0] * 1025}]}
+    assert_error(await client.post("/v1/rewards", json=refs), 422, "invalid_request")
+    group_refs = {"items": [{"id": "a", "response": "x", "group": "g"}],
+                  "options": {"group_reference_rewards": {"g": []}}}  # fmt: skip
+    assert_error(await client.post("/v1/rewards", json=group_refs), 422, "invalid_request")
+
+
+async def test_overflow_in_composition_is_a_per_item_error(client: httpx.AsyncClient) -> None:
+    items = [{"id": "big", "response": "x", "metadata": {"score": 1e200}},
+             {"id": "small", "response": "x", "metadata": {"score": 2.0}}]  # fmt: skip
+    r = await client.post("/v1/rewards", json={"pipeline": "uwo", "items": items})
+    assert r.status_code == 200, r.text
+    big, small = r.json()["results"]
+    assert big["reward"] is None and big["error"]["type"] == "non_finite"
+    assert small["reward"] == 0.0 - 4.0  # members 2 and -2: mean 0, population variance 4
+
+
+async def test_log_sigmoid_then_group_norm_with_extreme_references(client: httpx.AsyncClient) -> None:
+    items = [{"id": "a", "response": "x", "metadata": {"score": 0.0}, "group": "g", "reference_rewards": [1e300]},
+             {"id": "b", "response": "x", "metadata": {"score": 0.0}, "group": "g", "reference_rewards": [0.0]}]  # fmt: skip
+    r = await client.post("/v1/rewards", json={"pipeline": "par", "items": items})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert all(x["reward"] is not None or x["error"]["type"] == "non_finite" for x in results)
+
+
+async def test_running_zscore_survives_values_that_would_overflow_it(client: httpx.AsyncClient) -> None:
+    extreme = [{"id": "hi", "response": "x", "metadata": {"score": 1e308}},
+               {"id": "lo", "response": "x", "metadata": {"score": -1e308}}]  # fmt: skip
+    r = await client.post("/v1/rewards", json={"pipeline": "zscore", "items": extreme})
+    assert r.status_code == 200 and all(x["error"] for x in r.json()["results"])
+    for value, expected in [(1.0, 0.0), (3.0, 1.0 / (2**0.5 + 1e-6))]:
+        r = await client.post("/v1/rewards", json={"pipeline": "zscore", "items": [
+            {"id": "ok", "response": "x", "metadata": {"score": value}}]})  # fmt: skip
+        assert r.json()["results"][0]["reward"] == pytest.approx(expected)
+
+
+async def test_client_cannot_raise_the_server_deadline() -> None:
+    async with serve_app(request_timeout_s=0.1) as (client, _):
+        started = asyncio.get_running_loop().time()
+        r = await client.post("/v1/rewards", json={
+            "pipeline": "slow", "options": {"timeout_s": 30},
+            "items": [{"id": "a", "response": "one two"}]})  # fmt: skip
+        assert_error(r, 504, "timeout")
+        assert asyncio.get_running_loop().time() - started < 0.3
+
+
+async def test_429_logs_no_unretrieved_task_errors(caplog: pytest.LogCaptureFixture) -> None:
+    async with serve_app() as (client, engine):
+        first = asyncio.create_task(client.post("/v1/rewards", json={
+            "pipeline": "slow", "items": [{"id": str(i), "response": f"w{i}"} for i in range(4)]}))
+        while engine.runners["slow"].batcher.depth < 3:
+            await asyncio.sleep(0.01)
+        r = await client.post("/v1/rewards", json={
+            "pipeline": "slow", "items": [{"id": f"x{i}", "response": f"other {i}"} for i in range(20)]})
+        assert r.status_code == 429
+        await first
+    import gc
+
+    gc.collect()
+    assert not [rec for rec in caplog.records if "never retrieved" in rec.getMessage()]
+
+
+async def test_request_metrics_count_auth_failures_and_latency_by_status() -> None:
+    async with serve_app(api_keys=["k"]) as (client, _):
+        await client.post("/v1/rewards", json={"items": [{"id": "a", "response": "x"}]})
+        ok = await client.post("/v1/rewards", json={"items": [{"id": "a", "response": "x"}]},
+                               headers={"X-API-Key": "k"})  # fmt: skip
+        assert ok.status_code == 200
+        text = (await client.get("/metrics")).text
+        assert 'referee_requests_total{pipeline="?",status="401"} 1.0' in text
+        assert 'referee_requests_total{pipeline="default",status="200"} 1.0' in text
+        assert 'referee_request_latency_seconds_count{pipeline="default",status="200"} 1.0' in text

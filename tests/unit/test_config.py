@@ -85,6 +85,21 @@ def test_invalid_values_name_their_field(patch: dict, expected: str) -> None:
     assert any(expected in p for p in found), found
 
 
+def test_faults_found_only_by_resolving_options_still_name_their_field(tmp_path: Path) -> None:
+    missing_keys = {**BASE, "server": {"api_keys_file": str(tmp_path / "nope")}}
+    assert any(p.startswith("server.api_keys_file: cannot read") for p in problems(missing_keys))
+    no_function = {**BASE, "scorers": {**BASE["scorers"], "fn": {"kind": "python", "options": {
+        "function": "referee.examples.rewards:does_not_exist"}}}}  # fmt: skip
+    assert any(p.startswith("scorers.fn: options") and "does_not_exist" in p
+               for p in problems(no_function))  # fmt: skip
+
+
+def test_numeric_looking_api_keys_from_the_environment_stay_text() -> None:
+    for raw in ("12345", "yes", "0123"):
+        settings = load_settings(data=BASE, environ={"REFEREE_SERVER__API_KEYS": raw})
+        assert settings.server.all_api_keys() == [raw]
+
+
 def test_bad_yaml_and_non_mapping_files(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("scorers: [\n")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from referee import __version__
@@ -100,6 +101,25 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
     app.state.api_keys = settings.server.all_api_keys()
     app.include_router(router)
     _document_request_body(app)
+
+    @app.middleware("http")
+    async def _count_reward_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path != "/v1/rewards":
+            return await call_next(request)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            pipeline = getattr(request.state, "pipeline", "?")
+            metrics.requests.labels(pipeline, str(status)).inc()
+            metrics.request_latency.labels(pipeline, str(status)).observe(
+                time.perf_counter() - started
+            )
 
     @app.exception_handler(RefereeError)
     async def _referee_error(request: Request, exc: RefereeError) -> JSONResponse:

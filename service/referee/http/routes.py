@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -98,41 +97,69 @@ def _validation_error(exc: ValidationError) -> RefereeError:
 async def score_rewards(request: Request) -> Response:
     """Score rollouts with a pipeline: one result per item, in request order."""
     engine = _engine(request)
-    metrics: Metrics = request.app.state.metrics
-    started = time.perf_counter()
-    pipeline = "?"
-    status = 200
+    body = await _read_body(request, engine.settings.server.max_request_bytes)
+    payload = _parse_json(body)
+    named = payload.get("pipeline", "default")
+    if isinstance(named, str) and named in engine.pipelines:
+        request.state.pipeline = named  # unknown names stay "?": clients cannot grow label sets
+    items = payload.get("items")
+    limit = engine.settings.server.max_items_per_request
+    if isinstance(items, list) and len(items) > limit:
+        raise RefereeError(
+            ErrorKind.PAYLOAD_TOO_LARGE,
+            f"{len(items)} items in one request; the limit is {limit}: split the request",
+            param="items",
+        )
     try:
-        body = await _read_body(request, engine.settings.server.max_request_bytes)
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RefereeError(ErrorKind.BAD_REQUEST, f"body is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise RefereeError(ErrorKind.BAD_REQUEST, "body must be a JSON object")
-        named = payload.get("pipeline", "default")
-        if isinstance(named, str) and named in engine.pipelines:
-            pipeline = named  # unknown names stay "?" so clients cannot grow label sets
-        items = payload.get("items")
-        limit = engine.settings.server.max_items_per_request
-        if isinstance(items, list) and len(items) > limit:
+        reward_request = RewardRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    except RecursionError:
+        raise RefereeError(ErrorKind.BAD_REQUEST, "body is nested too deeply") from None
+    response = await engine.score(reward_request)
+    return Response(response.model_dump_json(), media_type="application/json")
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RefereeError(ErrorKind.BAD_REQUEST, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RefereeError(ErrorKind.BAD_REQUEST, "body is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+        raise RefereeError(ErrorKind.BAD_REQUEST, f"body could not be read: {exc}") from None
+    if not isinstance(payload, dict):
+        raise RefereeError(ErrorKind.BAD_REQUEST, "body must be a JSON object")
+    if b"\\ud" in body or b"\\uD" in body:  # only then can a lone surrogate be in there
+        bad = _lone_surrogate_path(payload)
+        if bad is not None:
             raise RefereeError(
-                ErrorKind.PAYLOAD_TOO_LARGE,
-                f"{len(items)} items in one request; the limit is {limit}: split the request",
-                param="items",
+                ErrorKind.INVALID_REQUEST,
+                "text contains a lone UTF-16 surrogate (a truncated character?); "
+                "send valid Unicode",
+                param=bad,
             )
-        try:
-            reward_request = RewardRequest.model_validate(payload)
-        except ValidationError as exc:
-            raise _validation_error(exc) from None
-        response = await engine.score(reward_request)
-        return Response(response.model_dump_json(), media_type="application/json")
-    except RefereeError as exc:
-        status = HTTP_STATUS[exc.kind]
-        raise
-    finally:
-        metrics.requests.labels(pipeline, str(status)).inc()
-        metrics.request_latency.labels(pipeline).observe(time.perf_counter() - started)
+    return payload
+
+
+def _lone_surrogate_path(payload: object) -> str | None:
+    """The path of the first string (value or key) that is not encodable as UTF-8."""
+    stack: list[tuple[object, str]] = [(payload, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or None
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                stack.append((key, path))
+                stack.append((child, f"{path}.{key}" if path else str(key)))
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value))
+    return None
 
 
 def _describe(info: PipelineInfo) -> dict[str, object]:

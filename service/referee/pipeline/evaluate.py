@@ -12,8 +12,9 @@ import asyncio
 import math
 import operator
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from referee.pipeline.nodes import (
     AffineTransform,
@@ -164,10 +165,8 @@ class PipelineEvaluator:
     async def _leaf(self, node: ScorerNode, idx: list[int], state: EvalState) -> Values:
         scores = await state.fetch(node.scorer_name, idx)
         values: Values = {}
-        for i in idx:
-            if i in state.errors:
-                continue
-            leaf = scores[i]
+        for i in idx:  # errors elsewhere in the tree are not consulted: results stay
+            leaf = scores[i]  # independent of which branch happened to finish first
             result = leaf.result
             state.all_cached[i] = state.all_cached.get(i, True) and leaf.cached
             if result.error is not None:
@@ -200,13 +199,15 @@ class PipelineEvaluator:
         return values
 
     async def _combine(self, node: CombineNode, idx: list[int], state: EvalState) -> Values:
-        children = await asyncio.gather(*(self._eval(c, idx, state) for c in node.inputs))
+        children = await _gather_or_cancel([self._eval(c, idx, state) for c in node.inputs])
         values: Values = {}
         for i in idx:
-            if i in state.errors or not all(i in child for child in children):
-                continue
-            members = [child[i] for child in children]
-            values[i] = _combine_values(node, members)
+            if not all(i in child for child in children):
+                continue  # already recorded as an error where it dropped out
+            try:
+                values[i] = _combine_values(node, [child[i] for child in children])
+            except (OverflowError, ValueError) as exc:
+                state.fail(i, "non_finite", f"pipeline node {node.type!r} overflowed: {exc}")
         return values
 
     async def _gate(self, node: GateNode, idx: list[int], state: EvalState) -> Values:
@@ -217,7 +218,7 @@ class PipelineEvaluator:
         values: Values = {}
         passing_set = set(passing)
         for i in idx:
-            if i in state.errors or i not in condition:
+            if i not in condition:
                 continue
             if i in passing_set:
                 if i in branch:
@@ -249,17 +250,38 @@ class PipelineEvaluator:
                         "`reference_rewards` or `options.group_reference_rewards` for its group",
                     )
                     continue
-                out[i] = sum(fn(t.k * (v - r)) for r in refs) / len(refs)
+                try:
+                    out[i] = sum(fn(t.k * (v - r)) for r in refs) / len(refs)
+                except (OverflowError, ValueError):
+                    state.fail(i, "non_finite", f"transform {t.type} overflowed for {v}")
             return out
         if isinstance(t, GroupNormTransform):
             return _group_norm(t, values, state.items)
         if isinstance(t, RunningZScoreTransform):
-            stats = self._running.setdefault(key, _Welford())
+            current = self._running.get(key, _Welford())
+            stats = _Welford(current.count, current.mean, current.m2)
             for i in sorted(values):
                 stats.add(values[i])
+            if not (math.isfinite(stats.mean) and math.isfinite(stats.m2)):
+                for i in values:  # keep the running state usable for later requests
+                    state.fail(i, "non_finite", "running_zscore statistics would overflow")
+                return {}
+            self._running[key] = stats
             mean, std = stats.mean, stats.std
             return {i: (v - mean) / (std + t.eps) for i, v in values.items()}
         raise TypeError(f"unknown transform {t!r}")
+
+
+async def _gather_or_cancel(coros: list[Coroutine[Any, Any, Values]]) -> list[Values]:
+    """Like gather, but a failure (429, timeout) cancels the sibling branches too."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _combine_values(node: CombineNode, members: list[float]) -> float:
@@ -277,7 +299,7 @@ def _combine_values(node: CombineNode, members: list[float]) -> float:
         return math.prod(members)
     # uwo: uncertainty-weighted optimisation, mean - lam * population variance
     mean = sum(members) / n
-    variance = sum((m - mean) ** 2 for m in members) / n
+    variance = sum((m - mean) * (m - mean) for m in members) / n
     return mean - node.lam * variance
 
 
@@ -295,7 +317,7 @@ def _group_norm(t: GroupNormTransform, values: Values, items: Sequence[ScoreInpu
         n = len(xs)
         mean = sum(xs) / n
         denom = n - t.ddof
-        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / denom) if denom > 0 else 0.0
+        std = math.sqrt(sum((x - mean) * (x - mean) for x in xs) / denom) if denom > 0 else 0.0
         for i in members:
             centred = values[i] - mean
             out[i] = centred / (std + t.eps) if t.scale else centred
