@@ -112,7 +112,7 @@ class DynamicBatcher:
                     if remaining <= 0:
                         break
                     self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
+                    with contextlib.suppress(asyncio.TimeoutError):  # 3.10: not builtin
                         await asyncio.wait_for(self._wakeup.wait(), remaining)
             batch = self._take_batch()
             if not batch:
@@ -135,7 +135,12 @@ class DynamicBatcher:
             for pending, result in zip(batch, results, strict=True):
                 if result.error is not None:
                     self.metrics.scorer_errors.labels(name, result.error_type).inc()
-                if result.error_type == "timeout" or (result.reason or "").startswith("timeout"):
+                reason = result.reason or ""
+                if (
+                    result.error_type == "timeout"
+                    or reason.startswith("timeout")
+                    or ("timed out" in reason)
+                ):
                     self.metrics.scorer_timeouts.labels(name).inc()
                 if not pending.future.done():
                     pending.future.set_result(result)

@@ -253,7 +253,7 @@ class RewardEngine:
         timeout = min(asked, server_limit) if asked is not None else server_limit
         try:
             return await asyncio.wait_for(self._score(info, request), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # on 3.10 not the builtin TimeoutError
             self.metrics.timeouts.labels(info.name).inc()
             raise RefereeError(
                 ErrorKind.TIMEOUT,

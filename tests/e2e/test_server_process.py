@@ -172,14 +172,39 @@ def test_offline_score_is_resumable(tmp_path: Path) -> None:
 
 def test_offline_score_refuses_duplicate_ids_and_ignores_server_size_limits(tmp_path: Path) -> None:
     src = tmp_path / "dup.jsonl"
-    src.write_text('{"id": "a", "response": "x"}\n{"id": "b", "response": "y"}\n{"id": "a", "response": "z"}\n')
+    src.write_text(
+        '{"id": "a", "response": "x"}\n{"id": "b", "response": "y"}\n{"id": "a", "response": "z"}\n'
+    )
     result = cli("score", str(src), "--pipeline", "math")
     assert result.returncode == 2
     assert "dup.jsonl:3: id 'a' already used on line 1" in result.stderr
     big = tmp_path / "big.jsonl"
-    big.write_text(json.dumps({"id": "long", "response": "\\boxed{7}" + " " * 200, "reference": "7"}) + "\n")
+    big.write_text(
+        json.dumps({"id": "long", "response": "\\boxed{7}" + " " * 200, "reference": "7"}) + "\n"
+    )
     out = tmp_path / "big.out.jsonl"
     result = cli("score", str(big), "--pipeline", "math", "--out", str(out),
                  env={"REFEREE_SERVER__MAX_TEXT_CHARS": "100"})  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(out.read_text())["reward"] == 1.0
+
+
+def test_readme_curl_example_gives_the_output_the_readme_shows(server: str) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    payload = readme.split("-d '", 1)[1].split("'", 1)[0]
+    shown = json.loads(readme.split("```json\n", 1)[1].split("```", 1)[0])
+    got = httpx.post(f"{server}/v1/rewards", content=payload,
+                     headers={"content-type": "application/json"}).json()  # fmt: skip
+    for result in got["results"]:
+        result["cached"] = False  # another test may have scored the same item first
+    assert got["results"] == shown["results"]
+    assert got["pipeline_version"] == shown["pipeline_version"]
+
+
+def test_compose_file_uses_the_shipped_dockerfile() -> None:
+    import yaml
+
+    root = Path(__file__).parents[2]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    build = compose["services"]["referee"]["build"]
+    assert (root / build["context"] / build["dockerfile"]).is_file()

@@ -59,16 +59,29 @@ RULES_CONFIG: dict[str, Any] = {
                 "type": "uwo",
                 "inputs": [
                     "meta",
-                    {"type": "scorer", "scorer": "meta", "transforms": [{"type": "affine", "scale": -1}]},
+                    {
+                        "type": "scorer",
+                        "scorer": "meta",
+                        "transforms": [{"type": "affine", "scale": -1}],
+                    },
                 ],
             }
         },
-        "zscore": {"reward": {"type": "scorer", "scorer": "meta", "transforms": [{"type": "running_zscore"}]}},
+        "zscore": {
+            "reward": {
+                "type": "scorer",
+                "scorer": "meta",
+                "transforms": [{"type": "running_zscore"}],
+            }
+        },
         "par": {
             "reward": {
                 "type": "scorer",
                 "scorer": "meta",
-                "transforms": [{"type": "log_sigmoid_centered", "reference": "request"}, {"type": "group_norm"}],
+                "transforms": [
+                    {"type": "log_sigmoid_centered", "reference": "request"},
+                    {"type": "group_norm"},
+                ],
             }
         },
         "slow": {"reward": "slow"},

@@ -279,7 +279,12 @@ async def test_bodies_that_once_gave_500_now_get_4xx(client: httpx.AsyncClient) 
     assert err["param"] == "items[0].response"
     surrogate_key = b'{"items": [{"id": "a", "response": "x", "metadata": {"\\udc00": 1}}]}'
     assert_error(await client.post("/v1/rewards", content=surrogate_key), 422, "invalid_request")
-    deep = b'{"items": [{"id": "a", "response": "x", "metadata": {"m": ' + b"[" * 5000 + b"]" * 5000 + b"}}]}"
+    deep = (
+        b'{"items": [{"id": "a", "response": "x", "metadata": {"m": '
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"}}]}"
+    )
     assert_error(await client.post("/v1/rewards", content=deep), 400, "bad_request")
     huge = b'{"items": [{"id": "a", "response": "x", "reference": ' + b"9" * 5000 + b"}]}"
     assert_error(await client.post("/v1/rewards", content=huge), 400, "bad_request")
@@ -300,7 +305,9 @@ async def test_overflow_in_composition_is_a_per_item_error(client: httpx.AsyncCl
     assert small["reward"] == 0.0 - 4.0  # members 2 and -2: mean 0, population variance 4
 
 
-async def test_log_sigmoid_then_group_norm_with_extreme_references(client: httpx.AsyncClient) -> None:
+async def test_log_sigmoid_then_group_norm_with_extreme_references(
+    client: httpx.AsyncClient,
+) -> None:
     items = [{"id": "a", "response": "x", "metadata": {"score": 0.0}, "group": "g", "reference_rewards": [1e300]},
              {"id": "b", "response": "x", "metadata": {"score": 0.0}, "group": "g", "reference_rewards": [0.0]}]  # fmt: skip
     r = await client.post("/v1/rewards", json={"pipeline": "par", "items": items})
@@ -309,7 +316,9 @@ async def test_log_sigmoid_then_group_norm_with_extreme_references(client: httpx
     assert all(x["reward"] is not None or x["error"]["type"] == "non_finite" for x in results)
 
 
-async def test_running_zscore_survives_values_that_would_overflow_it(client: httpx.AsyncClient) -> None:
+async def test_running_zscore_survives_values_that_would_overflow_it(
+    client: httpx.AsyncClient,
+) -> None:
     extreme = [{"id": "hi", "response": "x", "metadata": {"score": 1e308}},
                {"id": "lo", "response": "x", "metadata": {"score": -1e308}}]  # fmt: skip
     r = await client.post("/v1/rewards", json={"pipeline": "zscore", "items": extreme})
@@ -332,12 +341,24 @@ async def test_client_cannot_raise_the_server_deadline() -> None:
 
 async def test_429_logs_no_unretrieved_task_errors(caplog: pytest.LogCaptureFixture) -> None:
     async with serve_app() as (client, engine):
-        first = asyncio.create_task(client.post("/v1/rewards", json={
-            "pipeline": "slow", "items": [{"id": str(i), "response": f"w{i}"} for i in range(4)]}))
+        first = asyncio.create_task(
+            client.post(
+                "/v1/rewards",
+                json={
+                    "pipeline": "slow",
+                    "items": [{"id": str(i), "response": f"w{i}"} for i in range(4)],
+                },
+            )
+        )
         while engine.runners["slow"].batcher.depth < 3:
             await asyncio.sleep(0.01)
-        r = await client.post("/v1/rewards", json={
-            "pipeline": "slow", "items": [{"id": f"x{i}", "response": f"other {i}"} for i in range(20)]})
+        r = await client.post(
+            "/v1/rewards",
+            json={
+                "pipeline": "slow",
+                "items": [{"id": f"x{i}", "response": f"other {i}"} for i in range(20)],
+            },
+        )
         assert r.status_code == 429
         await first
     import gc

@@ -451,12 +451,13 @@ async def test_python_var_kwargs_function_gets_every_field_unless_reads_narrows(
     messages = ({"role": "user", "content": "q"}, {"role": "assistant", "content": "x"})
     x = item("x", group="g", messages=messages)
     [full] = await score(py("fields_present"), x)
-    assert full.value == 5.0  # prompt, response, messages, group, id (not reference, metadata)
+    assert full.value == 4.0  # prompt, response, messages, group (not reference, metadata)
     assert full.aspects["messages"] == 1.0 and full.aspects["reference"] == 0.0
+    assert "id" not in full.aspects  # only a function naming `id` gets it
     narrowed = py("fields_present", reads=["response"])
     assert narrowed.cache_fields() == ("response",)
     [only] = await score(narrowed, x)
-    assert only.aspects == {"response": 1.0, "id": 1.0}
+    assert only.aspects == {"response": 1.0}
 
 
 async def test_python_async_concurrency_is_bounded_across_batches(
@@ -486,15 +487,15 @@ async def test_python_async_concurrency_is_bounded_across_batches(
     assert sys.modules["probe_rewards"].state["peak"] == 3  # across both batches
 
 
-async def test_python_setup_rejects_unusable_functions() -> None:
-    with pytest.raises(ModuleNotFoundError):
-        await PythonScorer("p", PythonScorer.Options(function="no_such_pkg.mod:f")).setup()
-    with pytest.raises(ImportError, match="no attribute"):
-        await py("missing").setup()
-    with pytest.raises(TypeError, match="requires argument 'reference'"):
-        await py("exact_answer", reads=["response"]).setup()
-    with pytest.raises(TypeError, match=r"takes no arguments \['foo'\]"):
-        await py("exact_answer", kwargs={"foo": 1}).setup()
+def test_python_unusable_functions_fail_at_load() -> None:
+    with pytest.raises(ValidationError, match="No module named 'no_such_pkg'"):
+        PythonScorer.Options(function="no_such_pkg.mod:f")
+    with pytest.raises(ValidationError, match="no attribute"):
+        py("missing")
+    with pytest.raises(ValidationError, match="requires argument 'reference'"):
+        py("exact_answer", reads=["response"])
+    with pytest.raises(ValidationError, match=r"takes no arguments \['foo'\]"):
+        py("exact_answer", kwargs={"foo": 1})
 
 
 @pytest.mark.parametrize(

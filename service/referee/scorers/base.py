@@ -150,8 +150,16 @@ class Scorer:
 
 
 class SyncScorer(Scorer):
-    """A scorer whose per-item work is quick pure Python: batches run in a worker thread
-    so the event loop stays responsive, and an item that raises fails alone."""
+    """A scorer whose per-item work is quick pure Python. A batch with less than
+    ``inline_chars`` characters of responses runs on the event loop (a thread hop would
+    cost more than the work); a larger one runs in a worker thread so the loop stays
+    responsive. An item that raises fails alone."""
+
+    inline_chars: ClassVar[int] = 20_000
+
+    def runs_inline(self, items: Sequence[ScoreInput]) -> bool:
+        """Whether scoring ``items`` is cheap enough to do on the event loop."""
+        return sum(len(item.response) for item in items) < self.inline_chars
 
     def score_one(self, item: ScoreInput) -> ScoreResult:
         raise NotImplementedError
@@ -166,6 +174,6 @@ class SyncScorer(Scorer):
         return results
 
     async def score_batch(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
-        if len(items) <= 8:
+        if self.runs_inline(items):
             return self._score_all(items)
         return await asyncio.to_thread(self._score_all, items)

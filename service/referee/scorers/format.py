@@ -11,23 +11,39 @@ Modes:
   the error.
 
 The value is ``reward_ok`` or ``reward_bad``; a bad response carries a reason.
+
+``think_answer`` and ``json`` read the whole response in linear time (string searches, no
+backtracking). ``pattern`` runs on the ``regex`` engine, which releases the GIL while
+matching, with a deadline of ``regex_timeout_s``: past it the item gets ``reward_bad``
+with reason ``regex timed out after …s`` and is not cached.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+import regex
+from pydantic import ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
 from referee.scorers.base import ScoreInput, ScoreResult, ScorerOptions, SyncScorer
 
 __all__ = ["FormatScorer"]
 
-_TAG_NAME = re.compile(r"[A-Za-z][\w.-]*")
-_JSON_FENCE = re.compile(r"```json[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
+_TAG_NAME = regex.compile(r"[A-Za-z][\w.-]*")
+_JSON_FENCE_OPENING = regex.compile(r"```json[ \t]*\r?\n", regex.IGNORECASE)
+
+
+def _last_json_fence(text: str) -> str | None:
+    """The content of the last `````json`` fenced block, fences paired left to right."""
+    content, position = None, 0
+    while (opening := _JSON_FENCE_OPENING.search(text, position)) is not None:
+        closing = text.find("```", opening.end())
+        if closing == -1:
+            break
+        content, position = text[opening.end() : closing], closing + 3
+    return content
 
 
 class FormatScorer(SyncScorer):
@@ -41,6 +57,8 @@ class FormatScorer(SyncScorer):
         pattern: str | None = None
         regex_match: Literal["fullmatch", "search"] = "fullmatch"
         dotall: bool = True
+        regex_timeout_s: FiniteFloat = Field(default=0.5, gt=0)
+        """Deadline of the ``pattern`` match on one response."""
         json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
         """A JSON Schema (any draft; ``$schema`` picks it, else the latest)."""
         reward_ok: float = 1.0
@@ -60,8 +78,8 @@ class FormatScorer(SyncScorer):
         def _compiles(cls, value: str | None) -> str | None:
             if value is not None:
                 try:
-                    re.compile(value)
-                except re.error as exc:
+                    regex.compile(value)
+                except regex.error as exc:
                     raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
             return value
 
@@ -104,13 +122,9 @@ class FormatScorer(SyncScorer):
         super().__init__(name, options)
         self.opts = options
         self._pattern = (
-            re.compile(options.pattern, re.DOTALL if options.dotall else 0)
+            regex.compile(options.pattern, regex.DOTALL if options.dotall else 0)
             if options.pattern is not None
             else None
-        )
-        think, answer = re.escape(options.think_tag), re.escape(options.answer_tag)
-        self._layout = re.compile(
-            rf"\s*<{think}>(.*?)</{think}>\s*<{answer}>(.*?)</{answer}>\s*", re.DOTALL
         )
         self._validator: Any = None
         if options.json_schema is not None:
@@ -123,7 +137,11 @@ class FormatScorer(SyncScorer):
         if self.opts.mode == "think_answer":
             problem = self._think_answer_problem(item.response)
         elif self.opts.mode == "regex":
-            problem = self._regex_problem(item.response)
+            try:
+                problem = self._regex_problem(item.response)
+            except TimeoutError:
+                reason = f"regex timed out after {self.opts.regex_timeout_s:g}s"
+                return ScoreResult(value=self.opts.reward_bad, reason=reason, cacheable=False)
         else:
             problem = self._json_problem(item.response)
         if problem is None:
@@ -131,27 +149,36 @@ class FormatScorer(SyncScorer):
         return ScoreResult(value=self.opts.reward_bad, reason=problem)
 
     def _think_answer_problem(self, text: str) -> str | None:
-        for tag in (self.opts.think_tag, self.opts.answer_tag):
+        think, answer = self.opts.think_tag, self.opts.answer_tag
+        for tag in (think, answer):
             opens, closes = text.count(f"<{tag}>"), text.count(f"</{tag}>")
             if opens != 1 or closes != 1:
                 return f"expected one <{tag}> and one </{tag}>, found {opens} and {closes}"
-        found = self._layout.fullmatch(text)
-        if found is None:
-            think, answer = self.opts.think_tag, self.opts.answer_tag
+        # Each tag occurs once (no tag is a substring of another, all end with ">"): the
+        # layout holds when they come in order with only whitespace outside the elements.
+        marks = (f"<{think}>", f"</{think}>", f"<{answer}>", f"</{answer}>")
+        starts = [text.find(mark) for mark in marks]
+        ends = [start + len(mark) for start, mark in zip(starts, marks, strict=True)]
+        outside = (text[: starts[0]], text[ends[1] : starts[2]], text[ends[3] :])
+        in_order = starts[0] < starts[1] < starts[2] < starts[3]
+        if not in_order or any(gap.strip() for gap in outside):
             return f"expected <{think}>…</{think}> then <{answer}>…</{answer}> and nothing else"
-        if not found.group(2).strip():
-            return f"empty <{self.opts.answer_tag}>"
+        if not text[ends[2] : starts[3]].strip():
+            return f"empty <{answer}>"
         return None
 
     def _regex_problem(self, text: str) -> str | None:
         assert self._pattern is not None
+        timeout = self.opts.regex_timeout_s
         if self.opts.regex_match == "fullmatch":
-            return None if self._pattern.fullmatch(text) else "response does not match `pattern`"
-        return None if self._pattern.search(text) else "`pattern` not found in response"
+            found = self._pattern.fullmatch(text, timeout=timeout)
+            return None if found else "response does not match `pattern`"
+        found = self._pattern.search(text, timeout=timeout)
+        return None if found else "`pattern` not found in response"
 
     def _json_problem(self, text: str) -> str | None:
-        fenced = _JSON_FENCE.findall(text)
-        source = fenced[-1] if fenced else text
+        fenced = _last_json_fence(text)
+        source = fenced if fenced is not None else text
         try:
             document = json.loads(source)
         except json.JSONDecodeError as exc:

@@ -8,7 +8,8 @@ Modes (``n`` is the response length in ``unit``s, ``f`` is ``penalty_factor``):
   or shortfall (``under``) if asked, and clipped at ``-f`` unless ``clip: false``.
 
 ``unit: tokens`` needs ``tokenizer``: a ``tokenizer.json`` file, a folder holding one, or
-a hub name found in the local Hugging Face cache (nothing is downloaded). Counts leave out
+a hub name found in the local Hugging Face cache (nothing is downloaded); it must be
+found when the options are validated, and is loaded in ``setup()``. Counts leave out
 special tokens and ignore the file's padding and truncation settings. The file's sha256
 enters the fingerprint, so a different tokenizer never reuses cached rewards.
 """
@@ -46,7 +47,7 @@ def resolve_tokenizer_file(spec: str) -> Path:
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
             return path / "tokenizer.json"
-        raise FileNotFoundError(f"no tokenizer.json in folder {spec!r}")
+        raise FileNotFoundError(f"no tokenizer.json in folder {str(path.resolve())!r}")
     repo = _hub_cache() / f"models--{spec.replace('/', '--')}"
     snapshots = repo / "snapshots"
     ref = repo / "refs" / "main"
@@ -58,8 +59,9 @@ def resolve_tokenizer_file(spec: str) -> Path:
     if candidates:
         return candidates[0]
     raise FileNotFoundError(
-        f"tokenizer {spec!r} is neither a tokenizer.json file, a folder holding one, "
-        f"nor a model with a tokenizer.json in the local Hugging Face cache ({_hub_cache()})"
+        f"tokenizer {spec!r} is neither a tokenizer.json file, a folder holding one "
+        f"(tried {str(path.resolve())!r}), nor a model with a tokenizer.json in the local "
+        f"Hugging Face cache (tried {str(snapshots / '*' / 'tokenizer.json')!r})"
     )
 
 
@@ -105,6 +107,11 @@ class LengthScorer(SyncScorer):
                     raise ValueError("mode `target` needs `target` (a positive length)")
                 if self.max_length is not None or self.buffer_length is not None:
                     raise ValueError("`max_length` and `buffer_length` are only for `overlong`")
+            if self.tokenizer is not None:
+                try:  # found now, so a missing tokenizer fails validation, not start-up
+                    resolve_tokenizer_file(self.tokenizer)
+                except OSError as exc:
+                    raise ValueError(str(exc)) from None
             return self
 
     def __init__(self, name: str, options: ScorerOptions) -> None:
