@@ -45,7 +45,12 @@ class DynamicBatcher:
         self._slots = asyncio.Semaphore(settings.max_concurrent_batches)
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._depth = metrics.queue_depth.labels(scorer.name)
+        name = scorer.name  # labelled children resolved once: this is the per-item hot path
+        self._depth = metrics.queue_depth.labels(name)
+        self._queue_wait = metrics.queue_wait.labels(name)
+        self._batch_size = metrics.batch_size.labels(name)
+        self._batch_tokens = metrics.batch_tokens.labels(name)
+        self._compute = metrics.compute_latency.labels(name)
 
     @property
     def depth(self) -> int:
@@ -127,11 +132,11 @@ class DynamicBatcher:
             now = time.perf_counter()
             name = self.scorer.name
             for pending in batch:
-                self.metrics.queue_wait.labels(name).observe(now - pending.enqueued)
-            self.metrics.batch_size.labels(name).observe(len(batch))
-            self.metrics.batch_tokens.labels(name).observe(max(p.cost for p in batch) * len(batch))
+                self._queue_wait.observe(now - pending.enqueued)
+            self._batch_size.observe(len(batch))
+            self._batch_tokens.observe(max(p.cost for p in batch) * len(batch))
             results = await self._score([p.item for p in batch])
-            self.metrics.compute_latency.labels(name).observe(time.perf_counter() - now)
+            self._compute.observe(time.perf_counter() - now)
             for pending, result in zip(batch, results, strict=True):
                 if result.error is not None:
                     self.metrics.scorer_errors.labels(name, result.error_type).inc()

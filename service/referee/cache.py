@@ -13,8 +13,21 @@ __all__ = ["MemoryCache", "NullCache", "ScoreCache", "cache_key"]
 
 
 def cache_key(fingerprint: str, item: ScoreInput, fields: Sequence[str]) -> str:
-    payload = canonical_json([fingerprint, item.field_values(fields)])
-    return hashlib.sha256(payload.encode()).hexdigest()
+    """sha256 over the fingerprint and each field, length-prefixed so no two different
+    inputs share a key. Text is hashed as it is (the hot path); structured fields
+    (messages, metadata) as canonical JSON."""
+    h = hashlib.sha256(fingerprint.encode())
+    for name in fields:
+        value = getattr(item, name)
+        if value is None:
+            data = b"\x00"
+        elif isinstance(value, str):
+            data = b"s" + value.encode("utf-8", "surrogatepass")
+        else:
+            data = b"j" + canonical_json(value).encode("utf-8", "surrogatepass")
+        h.update(b"%d:%s=%d:" % (len(name), name.encode(), len(data)))
+        h.update(data)
+    return h.hexdigest()
 
 
 class ScoreCache(Protocol):
