@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -20,7 +21,13 @@ from dataclasses import dataclass, field
 from referee.config import BatchingSettings
 from referee.errors import ErrorKind, RefereeError
 from referee.metrics import Metrics
-from referee.scorers.base import ScoreInput, Scorer, ScoreResult
+from referee.scorers.base import (
+    BATCH_DEADLINE,
+    ScoreInput,
+    Scorer,
+    ScoreResult,
+    past_deadline_result,
+)
 
 __all__ = ["DynamicBatcher", "Pending"]
 
@@ -29,9 +36,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Pending:
+    """One queued item. ``deadline`` (time.monotonic) is the latest deadline among the
+    requests waiting for it; single-flight joiners extend it."""
+
     item: ScoreInput
     future: asyncio.Future[ScoreResult]
     cost: int
+    deadline: float = math.inf
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -60,20 +71,30 @@ class DynamicBatcher:
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._loop(), name=f"batcher-{self.scorer.name}")
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking batches; give running ones ``grace_s`` to finish, then cancel them
+        (their items get a "shutdown" error). Queued items get the same error."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
         if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+            _, still = await asyncio.wait(set(self._running), timeout=grace_s)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=grace_s)
         while self._queue:
             pending = self._queue.popleft()
             if not pending.future.done():
                 pending.future.set_result(ScoreResult.failed("server shutting down", "shutdown"))
 
-    def submit(self, items: Sequence[tuple[ScoreInput, asyncio.Future[ScoreResult]]]) -> None:
+    def submit(
+        self,
+        items: Sequence[tuple[ScoreInput, asyncio.Future[ScoreResult]]],
+        deadline: float = math.inf,
+    ) -> list[Pending]:
         """Queue items, all or none: a full queue refuses the whole submission."""
         if self._queue and len(self._queue) + len(items) > self.settings.max_queue_items:
             self.metrics.overloaded.labels(self.scorer.name).inc()
@@ -83,17 +104,24 @@ class DynamicBatcher:
                 f"limit {self.settings.max_queue_items}); retry later",
                 retry_after_s=1.0,
             )
-        for item, future in items:
-            self._queue.append(Pending(item, future, self.scorer.cost(item)))
+        queued = [Pending(item, future, self.scorer.cost(item), deadline) for item, future in items]
+        self._queue.extend(queued)
         self._depth.set(len(self._queue))
         self._wakeup.set()
+        return queued
 
     def _take_batch(self) -> list[Pending]:
         """Oldest first, while count <= max_batch_size and longest x count <= token budget."""
         batch: list[Pending] = []
         longest = 0
+        now = time.monotonic()
         while self._queue and len(batch) < self.settings.max_batch_size:
             candidate = self._queue[0]
+            if candidate.deadline < now:  # every request waiting for it has timed out
+                self._queue.popleft()
+                if not candidate.future.done():
+                    candidate.future.set_result(past_deadline_result())
+                continue
             new_longest = max(longest, candidate.cost)
             if batch and new_longest * (len(batch) + 1) > self.settings.max_batch_tokens:
                 break
@@ -128,6 +156,8 @@ class DynamicBatcher:
             task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[Pending]) -> None:
+        # This task's own context: scorers read the batch deadline between items.
+        BATCH_DEADLINE.set(max(p.deadline for p in batch))
         try:
             now = time.perf_counter()
             name = self.scorer.name
@@ -150,10 +180,13 @@ class DynamicBatcher:
                 if not pending.future.done():
                     pending.future.set_result(result)
         except BaseException as exc:  # never leave a waiter hanging
+            cancelled = isinstance(exc, asyncio.CancelledError)
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_result(
-                        ScoreResult.failed(f"internal error: {type(exc).__name__}", "internal")
+                        ScoreResult.failed("server shutting down", "shutdown")
+                        if cancelled
+                        else ScoreResult.failed(f"internal error: {type(exc).__name__}", "internal")
                     )
             if not isinstance(exc, Exception):
                 raise

@@ -8,12 +8,19 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from referee.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    import uvicorn
+
+    from referee.engine import RewardEngine
 
 __all__ = ["app", "main"]
 
@@ -64,13 +71,18 @@ def serve(
     source = config or "the embedded default config"
     typer.echo(f"referee: serving {source} on http://{settings.server.host}:{settings.server.port}",
                err=True)  # fmt: skip
-    uvicorn.run(
-        build_app(settings),
+    app_ = build_app(settings)
+    grace = settings.server.shutdown_grace_s
+    server_config = uvicorn.Config(
+        app_,
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
-        timeout_graceful_shutdown=10,
+        # requests in flight are answered (503) by the engine at `grace`; uvicorn's own
+        # cut-off comes a little later so it never has to cancel one mid-response
+        timeout_graceful_shutdown=int(grace) + 3,
     )
+    _run_server(server_config, app_.state.engine, grace)
 
 
 @app.command()
@@ -93,6 +105,19 @@ def pipelines(config: ConfigOption = None) -> None:
     engine = RewardEngine(_load(config))
     for info in engine.pipelines.values():
         typer.echo(f"{info.name}\t{info.version}\t{','.join(info.scorers)}\t{info.description}")
+
+
+def _run_server(config: uvicorn.Config, engine: RewardEngine, grace_s: float) -> None:
+    """uvicorn's Server, telling the engine when a shutdown signal arrives so readiness
+    turns 503 at once and requests in flight are answered before the process exits."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            engine.begin_shutdown(grace_s)
+            super().handle_exit(sig, frame)
+
+    DrainingServer(config).run()
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:

@@ -74,6 +74,13 @@ class ServerSettings(_Section):
         default=1_000_000, gt=0, description="Longest prompt/response/reference/message."
     )
     request_timeout_s: float = Field(default=120.0, gt=0)
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM/SIGINT: how long requests in flight may finish before they "
+        "are answered 503 and the server exits.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_keys", mode="before")

@@ -8,14 +8,16 @@ Every item of a request gets exactly one result or one per-item error, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from referee.batching import DynamicBatcher
+from referee.batching import DynamicBatcher, Pending
 from referee.cache import MemoryCache, NullCache, ScoreCache, cache_key
 from referee.config import Settings, scorer_refs
 from referee.errors import ErrorKind, RefereeError
@@ -48,11 +50,16 @@ class ScorerRunner:
         self.fingerprint = scorer.fingerprint()
         self.fields = scorer.cache_fields()
         self._inflight: dict[str, asyncio.Future[ScoreResult]] = {}
+        self._pending: dict[str, Pending] = {}
 
     def key(self, item: ScoreInput) -> str:
         return cache_key(self.fingerprint, item, self.fields)
 
-    async def score(self, items: Sequence[ScoreInput]) -> list[LeafScore]:
+    async def score(
+        self, items: Sequence[ScoreInput], deadline: float = math.inf
+    ) -> list[LeafScore]:
+        """Results for ``items`` in order; ``deadline`` (time.monotonic) is when the caller
+        stops waiting, so queued work nobody waits for any more can be dropped."""
         name = self.scorer.name
         keys = [self.key(item) for item in items]
         hits = self.cache.get_many(keys)
@@ -67,6 +74,10 @@ class ScorerRunner:
                 waits.append(None)
                 continue
             future = self._inflight.get(key)
+            if future is not None:
+                waiting = self._pending.get(key)
+                if waiting is not None and waiting.deadline < deadline:
+                    waiting.deadline = deadline  # a later waiter keeps the item wanted
             if future is None:
                 future = loop.create_future()
                 self._inflight[key] = future
@@ -82,13 +93,14 @@ class ScorerRunner:
             self.metrics.cache_misses.labels(name, level).inc(len(items) - n_hits)
         if new:
             try:
-                self.batcher.submit(new)
+                submitted = self.batcher.submit(new, deadline)
             except BaseException:
                 for key in new_keys:
                     self._inflight.pop(key, None)
                 raise
-            for key, (_, future) in zip(new_keys, new, strict=True):
-                future.add_done_callback(functools.partial(self._finished, key))
+            for key, entry in zip(new_keys, submitted, strict=True):
+                self._pending[key] = entry
+                entry.future.add_done_callback(functools.partial(self._finished, key))
         pending = [f for f in waits if f is not None]
         if pending:
             # Shield: a caller that gives up must not cancel work other callers share.
@@ -104,6 +116,7 @@ class ScorerRunner:
 
     def _finished(self, key: str, future: asyncio.Future[ScoreResult]) -> None:
         self._inflight.pop(key, None)
+        self._pending.pop(key, None)
         if future.cancelled() or future.exception() is not None:
             return
         result = future.result()
@@ -140,13 +153,27 @@ class RewardEngine:
             )
             self._evaluators[pname] = PipelineEvaluator(pcfg.reward)
         self.runners: dict[str, ScorerRunner] = {}
+        self._abort = asyncio.Event()  # set when shutting down: waiting requests get 503
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
         self._ready = False
         self._started = False
         self.startup_error: str | None = None
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        return self._ready and not self._draining
+
+    def begin_shutdown(self, grace_s: float) -> None:
+        """Stop accepting requests (readyz 503, new requests 503); requests in flight get
+        ``grace_s`` to finish, then are answered 503 "shutting down" so that none is
+        cut off without a proper answer when the server's own grace period ends."""
+        if self._draining or self._loop is None:
+            return
+        self._draining = True
+        log.info("shutting down: draining requests in flight for up to %.1fs", grace_s)
+        # May be called from a signal handler: hand the timer to the loop safely.
+        self._loop.call_soon_threadsafe(self._loop.call_later, max(0.0, grace_s), self._abort.set)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -154,6 +181,7 @@ class RewardEngine:
         if self._started:
             return
         self._started = True
+        self._loop = asyncio.get_running_loop()
         cache_cfg = self.settings.cache
         try:
             for name, scorer in self.scorers.items():
@@ -186,10 +214,11 @@ class RewardEngine:
         if len(results) != 1:
             raise RuntimeError(f"scorer {scorer.name!r} returned {len(results)} results for 1")
 
-    async def close(self) -> None:
+    async def close(self, grace_s: float = 5.0) -> None:
+        self._draining = True
+        self._abort.set()
         self._ready = False
-        for runner in self.runners.values():
-            await runner.batcher.stop()
+        await asyncio.gather(*(r.batcher.stop(grace_s) for r in self.runners.values()))
         for scorer in self.scorers.values():
             try:
                 await scorer.close()
@@ -241,7 +270,12 @@ class RewardEngine:
         """Score one request. ``enforce_limits=False`` is for trusted offline callers (the
         CLI), where the server's request-size limits protect nothing."""
         info = self.pipeline(request.pipeline)
+        if self._draining:
+            raise RefereeError(ErrorKind.NOT_READY, "server is shutting down; retry elsewhere",
+                               retry_after_s=1.0)  # fmt: skip
         if not self._ready:
+            if self.startup_error is not None:
+                raise RefereeError(ErrorKind.NOT_READY, f"start-up failed: {self.startup_error}")
             raise RefereeError(ErrorKind.NOT_READY, "scorers are still loading; retry shortly",
                                retry_after_s=2.0)  # fmt: skip
         server_limit = self.settings.server.request_timeout_s
@@ -251,18 +285,33 @@ class RewardEngine:
             server_limit = 3600.0
         asked = request.options.timeout_s
         timeout = min(asked, server_limit) if asked is not None else server_limit
+        deadline = time.monotonic() + timeout
+        work = asyncio.ensure_future(self._score(info, request, deadline))
+        abort = asyncio.ensure_future(self._abort.wait())
         try:
-            return await asyncio.wait_for(self._score(info, request), timeout)
-        except asyncio.TimeoutError:  # on 3.10 not the builtin TimeoutError
-            self.metrics.timeouts.labels(info.name).inc()
-            raise RefereeError(
-                ErrorKind.TIMEOUT,
-                f"request did not finish within {timeout}s; work already done is cached, "
-                "so a retry is cheaper",
-                param="options.timeout_s",
-            ) from None
+            await asyncio.wait({work, abort}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            abort.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+        if not work.cancelled():
+            return work.result()
+        if self._abort.is_set():
+            raise RefereeError(ErrorKind.NOT_READY, "server is shutting down; retry elsewhere",
+                               retry_after_s=1.0)  # fmt: skip
+        self.metrics.timeouts.labels(info.name).inc()
+        raise RefereeError(
+            ErrorKind.TIMEOUT,
+            f"request did not finish within {timeout:g}s; work already done is cached, "
+            "so a retry is cheaper",
+            param="options.timeout_s",
+        )
 
-    async def _score(self, info: PipelineInfo, request: RewardRequest) -> RewardResponse:
+    async def _score(
+        self, info: PipelineInfo, request: RewardRequest, deadline: float
+    ) -> RewardResponse:
         items = [ScoreInput.from_item(item) for item in request.items]
         group_refs = request.options.group_reference_rewards or {}
         references = [
@@ -280,7 +329,7 @@ class RewardEngine:
             missing = [i for i in indices if (scorer, i) not in memo]
             if missing:
                 task = asyncio.ensure_future(
-                    self.runners[scorer].score([items[i] for i in missing])
+                    self.runners[scorer].score([items[i] for i in missing], deadline)
                 )
                 task.add_done_callback(_retrieve)
                 calls.append(task)

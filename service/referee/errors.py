@@ -18,6 +18,7 @@ class ErrorKind(str, enum.Enum):
     NOT_READY = "not_ready"  # models still loading
     TIMEOUT = "timeout"  # request deadline passed
     INTERNAL = "internal"  # a bug: never for something a client sent
+    CLIENT_CLOSED = "client_closed"  # the client went away before the body arrived
 
 
 HTTP_STATUS: dict[ErrorKind, int] = {
@@ -31,6 +32,7 @@ HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.NOT_READY: 503,
     ErrorKind.TIMEOUT: 504,
     ErrorKind.INTERNAL: 500,
+    ErrorKind.CLIENT_CLOSED: 499,  # nginx's convention; nobody reads the body
 }
 
 

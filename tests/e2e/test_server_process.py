@@ -3,12 +3,16 @@ and the rest of the CLI as a user runs it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-REFEREE = [sys.executable, "-m", "referee.cli"]
+# The console script a user types (installed next to this interpreter), not `python -m`.
+REFEREE = [str(Path(sys.executable).with_name("referee"))]
 
 
 def free_port() -> int:
@@ -32,34 +37,51 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def running_server(
+    *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`referee serve` on a free port until ready; on exit, SIGINT and a clean exit asserted."""
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([*REFEREE, "serve", "--port", str(port), *args],
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})  # fmt: skip
+
+        def output() -> str:
+            log.seek(0)
+            return log.read().decode(errors="replace")
+
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(f"server exited early:\n{output()}")
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"server not ready within 120 s:\n{output()}")
+                time.sleep(0.2)
+            yield url, proc
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            # uvicorn re-raises the signal after a clean shutdown: 128 + SIGINT
+            assert proc.wait(timeout=30) in (0, 130), output()
+            assert "Application shutdown complete" in output(), output()
+            assert "Traceback" not in output(), output()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [*REFEREE, "serve", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server not ready within 120 s")
-            time.sleep(0.2)
+    with running_server() as (url, _):
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_default_config_scores_math_format_and_length_over_http(server: str) -> None:
@@ -208,3 +230,78 @@ def test_compose_file_uses_the_shipped_dockerfile() -> None:
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())
     build = compose["services"]["referee"]["build"]
     assert (root / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_200_concurrent_requests_over_http_each_item_gets_its_own_reward(server: str) -> None:
+    """Overlapping items across 200 concurrent requests, and identical responses whose
+    references differ in flight at once: every id answered once, in order, with the reward
+    that belongs to it (a mix-up between items would show as a wrong 0 or 1)."""
+    rng = random.Random(3)
+    answers = list(range(40))
+
+    def item(rid: str, answer: int, correct: bool) -> tuple[dict[str, object], float]:
+        response = f"<think>so</think><answer>\\boxed{{{answer}}}</answer>"
+        reference = str(answer if correct else answer + 1)
+        return {"id": rid, "response": response, "reference": reference}, 1.0 if correct else 0.0
+
+    async def one(client: httpx.AsyncClient, k: int) -> None:
+        chosen = [item(f"r{k}-{j}", rng.choice(answers), rng.random() < 0.5)
+                  for j in range(rng.randint(1, 16))]  # fmt: skip
+        pipeline = rng.choice(["math", "exact", "default"])
+        r = await client.post(
+            "/v1/rewards", json={"pipeline": pipeline, "items": [c[0] for c in chosen]}
+        )
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert [x["id"] for x in results] == [c[0]["id"] for c in chosen]
+        assert [x["reward"] for x in results] == [c[1] for c in chosen], pipeline
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=server, timeout=120, limits=limits) as client:
+            await asyncio.gather(*(one(client, k) for k in range(200)))
+
+    asyncio.run(main())
+
+
+def test_shutdown_answers_requests_in_flight_and_exits_cleanly(tmp_path: Path) -> None:
+    config = tmp_path / "slow.yaml"
+    config.write_text(
+        "server: {shutdown_grace_s: 1}\n"
+        "scorers:\n  slow: {kind: python, options: {function: 'referee.examples.probes:slow_reward', kwargs: {delay_s: 20}}}\n"
+        "pipelines:\n  slow: {reward: slow}\n"
+    )
+    with running_server("--config", str(config)) as (url, proc):
+
+        async def main() -> httpx.Response:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                pending = asyncio.create_task(
+                    client.post(
+                        "/v1/rewards",
+                        json={"pipeline": "slow", "items": [{"id": "a", "response": "one two"}]},
+                    )
+                )
+                await asyncio.sleep(0.5)
+                proc.send_signal(signal.SIGINT)
+                await asyncio.sleep(0.2)
+                return await pending
+
+        started = time.monotonic()
+        response = asyncio.run(main())
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["message"] == "server is shutting down; retry elsewhere"
+        assert response.headers["retry-after"] == "1"
+        assert time.monotonic() - started < 5
+        proc.wait(timeout=10)  # the context manager asserts a clean exit, no traceback
+
+
+def test_client_that_disconnects_mid_body_is_not_a_server_error(server: str) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /v1/rewards HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"items\": [")  # fmt: skip
+        time.sleep(0.2)
+    time.sleep(0.5)
+    metrics = httpx.get(f"{server}/metrics").text
+    assert 'status="500"' not in metrics
+    assert 'referee_requests_total{pipeline="?",status="499"} 1.0' in metrics

@@ -312,8 +312,10 @@ async def test_log_sigmoid_then_group_norm_with_extreme_references(
              {"id": "b", "response": "x", "metadata": {"score": 0.0}, "group": "g", "reference_rewards": [0.0]}]  # fmt: skip
     r = await client.post("/v1/rewards", json={"pipeline": "par", "items": items})
     assert r.status_code == 200, r.text
-    results = r.json()["results"]
-    assert all(x["reward"] is not None or x["error"]["type"] == "non_finite" for x in results)
+    # log sigmoid gives -1e300 and -0.693: finite, but the group's variance overflows,
+    # so neither item has an honest advantage
+    assert [x["error"]["type"] for x in r.json()["results"]] == ["non_finite", "non_finite"]
+    assert [x["reward"] for x in r.json()["results"]] == [None, None]
 
 
 async def test_running_zscore_survives_values_that_would_overflow_it(
@@ -377,3 +379,63 @@ async def test_request_metrics_count_auth_failures_and_latency_by_status() -> No
         assert 'referee_requests_total{pipeline="?",status="401"} 1.0' in text
         assert 'referee_requests_total{pipeline="default",status="200"} 1.0' in text
         assert 'referee_request_latency_seconds_count{pipeline="default",status="200"} 1.0' in text
+
+
+async def test_item_reference_rewards_take_precedence_over_the_groups() -> None:
+    import math
+
+    data = {**RULES_CONFIG}
+    data["pipelines"] = {**RULES_CONFIG["pipelines"], "pref": {"reward": {
+        "type": "scorer", "scorer": "meta",
+        "transforms": [{"type": "sigmoid_centered", "reference": "request", "k": 2.0}]}}}  # fmt: skip
+    async with serve_app(data) as (client, _):
+        r = await client.post("/v1/rewards", json={
+            "pipeline": "pref",
+            "options": {"group_reference_rewards": {"g": [0.0, 1.0]}},
+            "items": [
+                {"id": "own", "response": "x", "group": "g", "metadata": {"score": 0.5}, "reference_rewards": [0.25]},
+                {"id": "from-group", "response": "x", "group": "g", "metadata": {"score": 0.5}},
+                {"id": "none", "response": "x", "group": "h", "metadata": {"score": 0.5}},
+            ]})  # fmt: skip
+        own, grouped, none = r.json()["results"]
+
+    def sig(x: float) -> float:
+        return 1 / (1 + math.exp(-x))
+
+    assert own["reward"] == pytest.approx(sig(2 * (0.5 - 0.25)))
+    assert grouped["reward"] == pytest.approx((sig(2 * 0.5) + sig(2 * -0.5)) / 2)
+    assert none["error"]["type"] == "missing_field"
+
+
+async def test_work_for_timed_out_requests_is_dropped_not_left_blocking_others() -> None:
+    async with serve_app() as (client, _):
+        loop = asyncio.get_running_loop()
+        # 4 items of 0.3 s each, one at a time; the request gives up after 0.2 s
+        r = await client.post("/v1/rewards", json={
+            "pipeline": "slow", "options": {"timeout_s": 0.2},
+            "items": [{"id": str(i), "response": f"w {i}"} for i in range(4)]})  # fmt: skip
+        assert r.status_code == 504
+        started = loop.time()
+        r = await client.post(
+            "/v1/rewards", json={"pipeline": "slow", "items": [{"id": "b", "response": "b c"}]}
+        )
+        assert r.json()["results"][0]["reward"] == 2.0
+        # only the item already running finishes first (<= 0.3 s), not all four (1.2 s)
+        assert loop.time() - started < 0.9
+
+
+async def test_failed_start_up_is_reported_without_a_retry_hint() -> None:
+    async with serve_app(start=False) as (client, engine):
+
+        async def broken() -> None:
+            raise RuntimeError("weights not found")
+
+        engine.scorers["fmt"].setup = broken  # type: ignore[method-assign]  # fault injection
+        with pytest.raises(RuntimeError):
+            await engine.start()
+        r = await client.post("/v1/rewards", json={"items": [{"id": "a", "response": "x"}]})
+        err = assert_error(r, 503, "not_ready")
+        assert "start-up failed: RuntimeError: weights not found" in err["message"]
+        assert "retry-after" not in r.headers
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and "weights not found" in ready.json()["error"]["message"]

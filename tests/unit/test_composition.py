@@ -123,13 +123,17 @@ async def test_clip_and_affine_in_order() -> None:
 
 
 async def test_sigmoid_centered_averages_over_fixed_references() -> None:
-    vals = {"rm": [1.0]}
+    vals = {"rm": [1.0, -0.5]}
     tree = {"type": "scorer", "scorer": "rm",
-            "transforms": [{"type": "sigmoid_centered", "reference": [0.0, 2.0], "k": 2.0}]}  # fmt: skip
+            "transforms": [{"type": "sigmoid_centered", "reference": [0.0, 0.5], "k": 3.0}]}  # fmt: skip
     out, _, _ = await run(tree, vals)
-    expected = (1 / (1 + math.exp(-2.0)) + 1 / (1 + math.exp(2.0))) / 2  # = 0.5
-    assert out[0] == pytest.approx(expected)
-    assert out[0] == pytest.approx(0.5)
+
+    def sig(x: float) -> float:
+        return 1 / (1 + math.exp(-x))
+
+    assert out[0] == pytest.approx((sig(3 * 1.0) + sig(3 * 0.5)) / 2)  # (0.952574 + 0.817574) / 2
+    assert out[1] == pytest.approx((sig(3 * -0.5) + sig(3 * -1.0)) / 2)  # 0.1073...
+    assert out[0] == pytest.approx(0.885074, abs=1e-6)
 
 
 async def test_log_sigmoid_centered_from_request_and_stable_far_out() -> None:

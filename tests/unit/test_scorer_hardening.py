@@ -129,7 +129,7 @@ async def test_match_reference_pattern_length_cap_is_an_option() -> None:
 def test_match_with_reference_patterns_never_scores_on_the_event_loop() -> None:
     tiny = [item("a", "a")]
     assert not match(mode="regex").runs_inline(tiny)
-    assert match(mode="regex", pattern="a").runs_inline(tiny)
+    assert not match(mode="regex", pattern="a").runs_inline(tiny)  # any timed regex: a thread
     assert match(mode="exact").runs_inline(tiny)
 
 
@@ -346,3 +346,48 @@ def test_length_missing_tokenizer_fails_option_validation(tmp_path: Path) -> Non
     assert "tried" in str(info.value) and "models--org--absent-model" in str(info.value)
     with pytest.raises(ValidationError, match=r"no tokenizer\.json in folder"):
         LengthScorer.Options.model_validate({**options, "tokenizer": str(tmp_path)})
+
+
+def _input(response: str) -> ScoreInput:
+    return ScoreInput(id="x", prompt="", response=response, reference="1", group=None,
+                      messages=None, metadata=None)  # fmt: skip
+
+
+async def test_format_json_mode_calls_hostile_json_bad_format_not_an_error() -> None:
+    scorer = FormatScorer("fmt", FormatScorer.Options(mode="json"))
+    await scorer.setup()
+    for text in ["1" * 5000, "[" * 100_000]:
+        (result,) = await scorer.score_batch([_input(text)])
+        assert result.error is None and result.value == 0.0
+        assert result.reason and result.reason.startswith("invalid JSON")
+
+
+def test_timed_regex_work_never_runs_on_the_event_loop() -> None:
+    small = [_input("<answer>1</answer>")]
+    assert not MatchScorer("m", MatchScorer.Options(extract="<answer>(.*?)</answer>")).runs_inline(
+        small
+    )
+    assert not MatchScorer("m", MatchScorer.Options(mode="regex", pattern="a+")).runs_inline(small)
+    assert MatchScorer("m", MatchScorer.Options(mode="normalized")).runs_inline(small)
+    assert not FormatScorer("f", FormatScorer.Options(mode="regex", pattern="a+")).runs_inline(
+        small
+    )
+    assert not FormatScorer("f", FormatScorer.Options(mode="json")).runs_inline(small)
+    assert FormatScorer("f", FormatScorer.Options(mode="think_answer")).runs_inline(small)
+
+
+def test_fingerprint_tracks_the_versions_of_libraries_that_decide_rewards(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import referee.scorers.base as base
+    from referee.scorers.math import MathScorer
+
+    scorer = MathScorer("m", MathScorer.Options())
+    assert "math-verify" in MathScorer.libraries
+    before = scorer.fingerprint()
+    real = base._distribution_version
+    monkeypatch.setattr(
+        base, "_distribution_version",
+        lambda name: "999.0" if name == "math-verify" else real(name),
+    )  # fmt: skip
+    assert scorer.fingerprint() != before

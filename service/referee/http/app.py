@@ -87,7 +87,7 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
                 starter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await starter
-            await engine.close()
+            await engine.close(grace_s=2.0)
 
     app = FastAPI(
         title="Referee",

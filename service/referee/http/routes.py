@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from referee.engine import PipelineInfo, RewardEngine
 from referee.errors import HTTP_STATUS, ErrorKind, RefereeError
@@ -60,14 +61,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
         )
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RefereeError(
-                ErrorKind.PAYLOAD_TOO_LARGE,
-                f"request body exceeds {limit} bytes: split the request",
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RefereeError(
+                    ErrorKind.PAYLOAD_TOO_LARGE,
+                    f"request body exceeds {limit} bytes: split the request",
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RefereeError(ErrorKind.CLIENT_CLOSED, "client closed the connection") from None
     return b"".join(chunks)
 
 

@@ -256,7 +256,7 @@ class PipelineEvaluator:
                     state.fail(i, "non_finite", f"transform {t.type} overflowed for {v}")
             return out
         if isinstance(t, GroupNormTransform):
-            return _group_norm(t, values, state.items)
+            return _group_norm(t, values, state)
         if isinstance(t, RunningZScoreTransform):
             current = self._running.get(key, _Welford())
             stats = _Welford(current.count, current.mean, current.m2)
@@ -303,7 +303,8 @@ def _combine_values(node: CombineNode, members: list[float]) -> float:
     return mean - node.lam * variance
 
 
-def _group_norm(t: GroupNormTransform, values: Values, items: Sequence[ScoreInput]) -> Values:
+def _group_norm(t: GroupNormTransform, values: Values, state: EvalState) -> Values:
+    items = state.items
     groups: dict[str, list[int]] = defaultdict(list)
     out: Values = {}
     for i in values:
@@ -318,6 +319,11 @@ def _group_norm(t: GroupNormTransform, values: Values, items: Sequence[ScoreInpu
         mean = sum(xs) / n
         denom = n - t.ddof
         std = math.sqrt(sum((x - mean) * (x - mean) for x in xs) / denom) if denom > 0 else 0.0
+        if not (math.isfinite(mean) and math.isfinite(std)):
+            for i in members:  # the group's statistics overflowed: no honest advantage
+                state.fail(i, "non_finite", f"group_norm statistics of group {items[i].group!r} "
+                           "overflowed")  # fmt: skip
+            continue
         for i in members:
             centred = values[i] - mean
             out[i] = centred / (std + t.eps) if t.scale else centred

@@ -15,8 +15,11 @@ Subclasses declare:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
+import importlib.metadata
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from referee_client.schema import RewardItem
 
 __all__ = [
+    "BATCH_DEADLINE",
     "FIELDS",
     "ScoreInput",
     "ScoreResult",
@@ -33,7 +37,28 @@ __all__ = [
     "ScorerOptions",
     "SyncScorer",
     "canonical_json",
+    "deadline_passed",
+    "past_deadline_result",
 ]
+
+# The latest time.monotonic() by which anyone still wants the current batch's results.
+# Set by the batcher for each batch; scorers check it between items so that work whose
+# requests have all timed out stops instead of occupying the scorer.
+BATCH_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "referee_batch_deadline", default=None
+)
+
+
+def deadline_passed() -> bool:
+    deadline = BATCH_DEADLINE.get()
+    return deadline is not None and time.monotonic() > deadline
+
+
+def past_deadline_result() -> ScoreResult:
+    return ScoreResult.failed(
+        "the request's deadline passed before this item was scored", "timeout"
+    )
+
 
 # Item fields a scorer may read (and that therefore may enter its cache key).
 FIELDS = ("prompt", "response", "messages", "reference", "group", "metadata")
@@ -107,6 +132,9 @@ class Scorer:
     reads: ClassVar[tuple[str, ...]] = ("response",)
     # Bumped when the implementation changes its outputs, so old cache entries miss.
     implementation_version: ClassVar[str] = "1"
+    # Distributions whose version can change this scorer's outputs (math-verify, regex, ...):
+    # an upgrade changes the fingerprint, so a shared cache never serves the old answers.
+    libraries: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, options: ScorerOptions) -> None:
         self.name = name
@@ -139,6 +167,7 @@ class Scorer:
         payload = {
             "kind": self.kind,
             "impl": self.implementation_version,
+            "libraries": {name: _distribution_version(name) for name in self.libraries},
             "options": self.options.model_dump(mode="json"),
             **self.fingerprint_extra(),
         }
@@ -147,6 +176,13 @@ class Scorer:
     def fingerprint_extra(self) -> dict[str, object]:
         """Extra fingerprint material (a model revision, a file hash)."""
         return {}
+
+
+def _distribution_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class SyncScorer(Scorer):
@@ -167,6 +203,9 @@ class SyncScorer(Scorer):
     def _score_all(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
         results = []
         for item in items:
+            if deadline_passed():
+                results.append(past_deadline_result())
+                continue
             try:
                 results.append(self.score_one(item))
             except Exception as exc:  # one bad item must not sink its batch

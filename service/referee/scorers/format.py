@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import regex
@@ -48,6 +49,7 @@ def _last_json_fence(text: str) -> str | None:
 
 class FormatScorer(SyncScorer):
     kind = "format"
+    libraries = ("regex", "jsonschema")
     reads = ("response",)
 
     class Options(ScorerOptions):
@@ -133,6 +135,11 @@ class FormatScorer(SyncScorer):
             schema = options.json_schema
             self._validator = validator_for(schema)(schema)
 
+    def runs_inline(self, items: Sequence[ScoreInput]) -> bool:
+        # A pattern may spend its whole timeout on a few characters, and a JSON Schema's
+        # `pattern` keyword runs on stdlib re: only think_answer runs on the event loop.
+        return self.opts.mode == "think_answer" and super().runs_inline(items)
+
     def score_one(self, item: ScoreInput) -> ScoreResult:
         if self.opts.mode == "think_answer":
             problem = self._think_answer_problem(item.response)
@@ -181,7 +188,7 @@ class FormatScorer(SyncScorer):
         source = fenced if fenced is not None else text
         try:
             document = json.loads(source)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, huge ints, deep nesting
             return f"invalid JSON: {exc}"
         if self._validator is None:
             return None

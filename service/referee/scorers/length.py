@@ -67,6 +67,7 @@ def resolve_tokenizer_file(spec: str) -> Path:
 
 class LengthScorer(SyncScorer):
     kind = "length"
+    libraries = ("tokenizers",)
     reads = ("response",)
 
     class Options(ScorerOptions):

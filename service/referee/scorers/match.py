@@ -168,6 +168,7 @@ def _compile_untrusted(pattern: str, flags: int) -> Any:
 
 class MatchScorer(SyncScorer):
     kind = "match"
+    libraries = ("regex",)
     reads = ("response", "reference")
 
     class Options(ScorerOptions):
@@ -240,8 +241,10 @@ class MatchScorer(SyncScorer):
         return ("response",) if self._fixed_target() else self.reads
 
     def runs_inline(self, items: Sequence[ScoreInput]) -> bool:
-        # A request's own pattern may use its whole deadline on a few characters.
-        return not self._reference_is_pattern() and super().runs_inline(items)
+        # Any pattern (a request's, `extract`, a fixed one) may spend its whole timeout on
+        # a few characters: only pattern-free modes run on the event loop.
+        regex_free = self.opts.mode != "regex" and self.opts.extract is None
+        return regex_free and super().runs_inline(items)
 
     def score_one(self, item: ScoreInput) -> ScoreResult:
         opts = self.opts

@@ -26,7 +26,14 @@ from typing import Literal
 from pydantic import Field, FiniteFloat
 
 from referee.scorers._mathpool import WorkerPool
-from referee.scorers.base import ScoreInput, Scorer, ScoreResult, ScorerOptions
+from referee.scorers.base import (
+    ScoreInput,
+    Scorer,
+    ScoreResult,
+    ScorerOptions,
+    deadline_passed,
+    past_deadline_result,
+)
 
 __all__ = ["MathScorer", "check_answer"]
 
@@ -121,6 +128,7 @@ def check_answer(settings: CheckSettings, request: tuple[str, str]) -> tuple[Ver
 
 class MathScorer(Scorer):
     kind = "math"
+    libraries = ("math-verify", "latex2sympy2_extended", "sympy", "antlr4-python3-runtime")
     reads = ("response", "reference")
 
     class Options(ScorerOptions):
@@ -183,6 +191,8 @@ class MathScorer(Scorer):
         if len(response) > opts.max_response_chars:
             note = f"checked the last {opts.max_response_chars} of {len(response)} characters"
             response = response[-opts.max_response_chars :]
+        if deadline_passed():  # checked after waiting for a worker, before using one
+            return past_deadline_result()
         outcome = await self._pool.call((item.reference, response), opts.timeout_s + _GRACE_S)
         if outcome.status == "crashed":
             return ScoreResult.failed(

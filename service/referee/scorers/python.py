@@ -40,7 +40,15 @@ from typing import Any
 
 from pydantic import Field, FiniteFloat, field_validator, model_validator
 
-from referee.scorers.base import FIELDS, ScoreInput, Scorer, ScoreResult, ScorerOptions
+from referee.scorers.base import (
+    FIELDS,
+    ScoreInput,
+    Scorer,
+    ScoreResult,
+    ScorerOptions,
+    deadline_passed,
+    past_deadline_result,
+)
 
 __all__ = ["PythonScorer", "resolve_function"]
 
@@ -277,6 +285,8 @@ class PythonScorer(Scorer):
             # Under `limit`, a sync call finds a free pool thread (unless earlier calls
             # hang past their timeout), so the deadline counts its run, not a queue.
             async with limit:
+                if deadline_passed():
+                    return past_deadline_result()
                 call = (
                     self._call_async(fn, item)
                     if executor is None
