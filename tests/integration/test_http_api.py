@@ -9,6 +9,7 @@ import random
 import httpx
 import pytest
 
+from referee.engine import RewardEngine
 from tests.integration.conftest import RULES_CONFIG, formatted, serve_app
 
 
@@ -157,19 +158,20 @@ async def test_422_schema_errors_name_the_field(
     assert needle in err["message"]
 
 
+async def fill_slow_queue(
+    client: httpx.AsyncClient, engine: RewardEngine
+) -> asyncio.Task[httpx.Response]:
+    """Send 4 slow items (one scored at a time, queue limit 4) and wait until 3 are queued."""
+    first = asyncio.create_task(client.post("/v1/rewards", json={
+        "pipeline": "slow", "items": [{"id": str(i), "response": f"w{i}"} for i in range(4)]}))  # fmt: skip
+    while engine.runners["slow"].batcher.depth < 3:
+        await asyncio.sleep(0.01)
+    return first
+
+
 async def test_429_when_the_queue_is_full_with_retry_after() -> None:
     async with serve_app() as (client, engine):
-        first = asyncio.create_task(
-            client.post(
-                "/v1/rewards",
-                json={
-                    "pipeline": "slow",
-                    "items": [{"id": str(i), "response": f"w{i}"} for i in range(4)],
-                },
-            )
-        )
-        while engine.runners["slow"].batcher.depth < 3:
-            await asyncio.sleep(0.01)
+        first = await fill_slow_queue(client, engine)
         r = await client.post("/v1/rewards", json={
             "pipeline": "slow", "items": [{"id": "x", "response": "other words"},
                                           {"id": "y", "response": "more words"}]})  # fmt: skip
@@ -343,17 +345,7 @@ async def test_client_cannot_raise_the_server_deadline() -> None:
 
 async def test_429_logs_no_unretrieved_task_errors(caplog: pytest.LogCaptureFixture) -> None:
     async with serve_app() as (client, engine):
-        first = asyncio.create_task(
-            client.post(
-                "/v1/rewards",
-                json={
-                    "pipeline": "slow",
-                    "items": [{"id": str(i), "response": f"w{i}"} for i in range(4)],
-                },
-            )
-        )
-        while engine.runners["slow"].batcher.depth < 3:
-            await asyncio.sleep(0.01)
+        first = await fill_slow_queue(client, engine)
         r = await client.post(
             "/v1/rewards",
             json={

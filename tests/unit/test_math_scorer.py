@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from referee.scorers.base import ScoreInput, ScoreResult
 from referee.scorers.math import MathScorer
+from tests.support import score_input
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -103,15 +104,7 @@ TABLE: list[tuple[str, str, str]] = [
 
 
 def item(reference: str | None, response: str, id: str = "i") -> ScoreInput:
-    return ScoreInput(
-        id=id,
-        prompt="",
-        response=response,
-        reference=reference,
-        group=None,
-        messages=None,
-        metadata=None,
-    )
+    return score_input(response, reference, id)
 
 
 def check(result: ScoreResult, expected: str) -> None:
@@ -235,7 +228,9 @@ async def test_a_silent_worker_is_killed_and_replaced(quick: MathScorer) -> None
 
 
 @in_module_loop
-async def test_a_crashed_worker_fails_its_item_alone_and_is_replaced(quick: MathScorer) -> None:
+async def test_a_worker_killed_under_an_item_is_replaced_and_the_item_tried_again(
+    quick: MathScorer,
+) -> None:
     await wait_ready(quick)
     victims = quick._pool.pids()
     tower = asyncio.ensure_future(quick.score_batch([item("42", TOWER)]))
@@ -244,14 +239,38 @@ async def test_a_crashed_worker_fails_its_item_alone_and_is_replaced(quick: Math
     assert [r.value for r in others] == [2.0, 2.0]  # ...the other serves these meanwhile
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
-    [crashed] = await tower
-    assert crashed.value is None and not crashed.cacheable
-    assert (crashed.error or "").startswith("the math worker crashed (exit code -9)")
+    # Killed from outside (not the item's fault): retried on a replacement, where the
+    # tower then meets its own timeout.
+    [retried] = await tower
+    assert retried.value == -0.5 and (retried.reason or "").startswith("timeout")
     # The idle worker died too: the next items wait for replacements, they do not fail.
     results = await quick.score_batch([item("5", "\\boxed{5}"), item("6", "\\boxed{6}")])
     assert [r.value for r in results] == [2.0, 2.0]
     await wait_ready(quick)
     assert not set(quick._pool.pids()) & set(victims)
+
+
+@in_module_loop
+async def test_an_item_that_kills_two_workers_is_a_per_item_error(quick: MathScorer) -> None:
+    await wait_ready(quick)
+    first = set(quick._pool.pids())
+    tower = asyncio.ensure_future(quick.score_batch([item("42", TOWER)]))
+    await asyncio.sleep(0.05)
+    for pid in first:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not (set(quick._pool.pids()) - first):  # the retry needs a replacement worker
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    for pid in set(quick._pool.pids()) - first:
+        os.kill(pid, signal.SIGKILL)
+    [crashed] = await tower
+    assert crashed.value is None and not crashed.cacheable
+    assert (crashed.error or "").startswith("the math worker crashed (exit code -9)")
+    await wait_ready(quick)
+    [fine] = await quick.score_batch([item("3", "\\boxed{3}")])
+    assert fine.value == 2.0
 
 
 @in_module_loop

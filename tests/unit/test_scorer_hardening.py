@@ -20,6 +20,7 @@ from referee.scorers.format import FormatScorer
 from referee.scorers.length import LengthScorer
 from referee.scorers.match import MatchScorer, unbox
 from referee.scorers.python import PythonScorer
+from tests.support import score_input
 
 REWARDS = "referee.examples.rewards"
 # Exponential for a backtracking engine: (a|aa)+ splits a run of a's in Fibonacci(n) ways.
@@ -27,16 +28,7 @@ CATASTROPHIC = r"(a|aa)+$"
 CATASTROPHIC_TEXT = "a" * 40 + "b"
 
 
-def item(response: str, reference: str | None = None, id: str = "i") -> ScoreInput:
-    return ScoreInput(
-        id=id,
-        prompt="",
-        response=response,
-        reference=reference,
-        group=None,
-        messages=None,
-        metadata=None,
-    )
+item = score_input
 
 
 async def score(scorer: Scorer, *items: ScoreInput) -> list[ScoreResult]:
@@ -349,8 +341,7 @@ def test_length_missing_tokenizer_fails_option_validation(tmp_path: Path) -> Non
 
 
 def _input(response: str) -> ScoreInput:
-    return ScoreInput(id="x", prompt="", response=response, reference="1", group=None,
-                      messages=None, metadata=None)  # fmt: skip
+    return score_input(response, "1", "x")
 
 
 async def test_format_json_mode_calls_hostile_json_bad_format_not_an_error() -> None:

@@ -100,6 +100,7 @@ class WorkerPool(Generic[CtxT, ReqT, RepT]):
         self._idle: asyncio.Queue[_Worker] | None = None
         self._live: set[_Worker] = set()
         self._respawns: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -117,9 +118,23 @@ class WorkerPool(Generic[CtxT, ReqT, RepT]):
         for worker in workers:
             self._live.add(worker)
             self._idle.put_nowait(worker)
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self, every_s: float = 0.5) -> None:
+        """Replace workers that die while idle (OOM killer, an operator), so the pool is
+        back to full strength, and health says so, without waiting for the next item."""
+        while not self._closed:
+            await asyncio.sleep(every_s)
+            for worker in list(self._live):
+                if not worker.process.is_alive():
+                    self._replace(worker)
 
     async def close(self) -> None:
         self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         for task in list(self._respawns):
             task.cancel()
         await asyncio.gather(*self._respawns, return_exceptions=True)
@@ -135,7 +150,18 @@ class WorkerPool(Generic[CtxT, ReqT, RepT]):
 
     # -- calls -----------------------------------------------------------------------
     async def call(self, request: ReqT, deadline_s: float) -> Outcome[RepT]:
-        """Run one request on an idle worker; never raises for a slow or dead worker."""
+        """Run one request on an idle worker; never raises for a slow or dead worker.
+
+        A worker that dies under a request is replaced and the request tried once more on
+        another: a worker killed from outside (the OOM killer, an operator) can look alive
+        until the kernel reaps it, and its death is not the item's fault. An item that
+        crashes two workers is answered "crashed"."""
+        outcome = await self._call_once(request, deadline_s)
+        if outcome.status == "crashed":
+            outcome = await self._call_once(request, deadline_s)
+        return outcome
+
+    async def _call_once(self, request: ReqT, deadline_s: float) -> Outcome[RepT]:
         worker = await self._take()
         try:
             worker.conn.send(request)
@@ -161,7 +187,10 @@ class WorkerPool(Generic[CtxT, ReqT, RepT]):
             raise RuntimeError("the math worker pool is not started (call setup() first)")
         while True:
             worker = await self._idle.get()
-            if worker.process.is_alive():
+            if worker not in self._live:
+                continue  # already replaced (found dead by the watcher)
+            # A killed worker's pipe reads as closed before the process is reaped.
+            if worker.process.is_alive() and not worker.conn.poll():
                 return worker
             self._replace(worker)  # died while idle: not the next item's fault
 
@@ -193,7 +222,9 @@ class WorkerPool(Generic[CtxT, ReqT, RepT]):
         return worker
 
     def _replace(self, worker: _Worker) -> None:
-        """Kill ``worker`` and start a replacement in the background."""
+        """Kill ``worker`` and start a replacement in the background (once per worker)."""
+        if worker not in self._live:
+            return
         self._live.discard(worker)
         if worker.process.is_alive():
             worker.process.kill()

@@ -21,7 +21,6 @@ with reason ``regex timed out after …s`` and is not cached.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -63,8 +62,8 @@ class FormatScorer(SyncScorer):
         """Deadline of the ``pattern`` match on one response."""
         json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
         """A JSON Schema (any draft; ``$schema`` picks it, else the latest)."""
-        reward_ok: float = 1.0
-        reward_bad: float = 0.0
+        reward_ok: FiniteFloat = 1.0
+        reward_bad: FiniteFloat = 0.0
 
         model_config = ConfigDict(populate_by_name=True)
 
@@ -97,13 +96,6 @@ class FormatScorer(SyncScorer):
                 except SchemaError as exc:
                     where = exc.json_path if exc.path else "the schema root"
                     raise ValueError(f"invalid JSON Schema at {where}: {exc.message}") from None
-            return value
-
-        @field_validator("reward_ok", "reward_bad")
-        @classmethod
-        def _finite(cls, value: float) -> float:
-            if not math.isfinite(value):
-                raise ValueError("must be a finite number")
             return value
 
         @model_validator(mode="after")

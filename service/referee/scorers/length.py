@@ -17,12 +17,11 @@ enters the fingerprint, so a different tokenizer never reuses cached rewards.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, FiniteFloat, model_validator
 
 from referee.scorers.base import ScoreInput, ScoreResult, ScorerOptions, SyncScorer
 
@@ -79,14 +78,7 @@ class LengthScorer(SyncScorer):
         target: int | None = Field(default=None, gt=0)
         direction: Literal["both", "over", "under"] = "both"
         clip: bool = True
-        penalty_factor: float = Field(default=1.0, ge=0)
-
-        @field_validator("penalty_factor")
-        @classmethod
-        def _finite(cls, value: float) -> float:
-            if not math.isfinite(value):
-                raise ValueError("must be a finite number")
-            return value
+        penalty_factor: FiniteFloat = Field(default=1.0, ge=0)
 
         @model_validator(mode="after")
         def _options_fit_mode(self) -> LengthScorer.Options:

@@ -29,7 +29,6 @@ Bounded work, since responses and references come from clients:
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -182,8 +181,8 @@ class MatchScorer(SyncScorer):
         """A regex with exactly one group applied to the response first; last match wins."""
         case_sensitive: bool = True
         strip_latex: bool = True
-        reward_match: float = 1.0
-        reward_miss: float = 0.0
+        reward_match: FiniteFloat = 1.0
+        reward_miss: FiniteFloat = 0.0
         max_chars: int | None = Field(default=20_000, gt=0)
         """Only the last ``max_chars`` characters of the response are examined (null: all)."""
         regex_timeout_s: FiniteFloat = Field(default=0.5, gt=0)
@@ -203,13 +202,6 @@ class MatchScorer(SyncScorer):
         def _one_group(cls, value: str | None) -> str | None:
             if value is not None and _compile(value).groups != 1:
                 raise ValueError(f"`extract` must have exactly one capturing group: {value!r}")
-            return value
-
-        @field_validator("reward_match", "reward_miss")
-        @classmethod
-        def _finite(cls, value: float) -> float:
-            if not math.isfinite(value):
-                raise ValueError("must be a finite number")
             return value
 
         @model_validator(mode="after")

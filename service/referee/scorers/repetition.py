@@ -9,10 +9,9 @@ The response is lower-cased and split into words (whitespace) or characters; wit
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, FiniteFloat
 
 from referee.scorers.base import ScoreInput, ScoreResult, ScorerOptions, SyncScorer
 
@@ -34,15 +33,8 @@ class RepetitionScorer(SyncScorer):
 
     class Options(ScorerOptions):
         ngram_size: int = Field(default=3, ge=1, le=64)
-        max_penalty: float = Field(default=-1.0, le=0)
+        max_penalty: FiniteFloat = Field(default=-1.0, le=0)
         unit: Literal["words", "chars"] = "words"
-
-        @field_validator("max_penalty")
-        @classmethod
-        def _finite(cls, value: float) -> float:
-            if not math.isfinite(value):
-                raise ValueError("must be a finite number")
-            return value
 
     def __init__(self, name: str, options: ScorerOptions) -> None:
         if not isinstance(options, RepetitionScorer.Options):
