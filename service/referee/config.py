@@ -119,8 +119,29 @@ class BatchingSettings(_Section):
 
 
 class CacheSettings(_Section):
-    backend: Literal["memory", "none"] = "memory"
-    max_entries: int = Field(default=200_000, ge=0)
+    backend: Literal["memory", "redis", "none"] = "memory"
+    max_entries: int = Field(
+        default=200_000, ge=0, description="In-process LRU entries (the first level, also "
+        "in front of Redis); 0 turns it off."
+    )  # fmt: skip
+    url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="redis:// or rediss:// (TLS) URL; credentials as redis://:PASSWORD@host "
+        "or user:password@. Prefer REFEREE_CACHE__URL from a secret to a file.",
+    )
+    ttl_s: int | None = Field(default=7 * 24 * 3600, gt=0, description="null: no expiry")
+    namespace: str = Field(default="referee", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    op_timeout_s: float = Field(default=0.05, gt=0, le=10, description="per Redis call")
+    breaker_cooldown_s: float = Field(
+        default=5.0, gt=0, le=600, description="after a Redis failure, skip it this long"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
 
 
 class ScorerConfig(_Section):

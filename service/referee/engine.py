@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from referee.batching import DynamicBatcher, Pending
 from referee.cache import MemoryCache, NullCache, ScoreCache, cache_key
@@ -23,6 +24,7 @@ from referee.config import Settings, scorer_refs
 from referee.errors import ErrorKind, RefereeError
 from referee.metrics import Metrics
 from referee.pipeline import EvalState, LeafScore, PipelineEvaluator
+from referee.rediscache import Breaker, RedisCache
 from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
 from referee.scorers.base import canonical_json
 from referee_client.schema import (
@@ -33,6 +35,9 @@ from referee_client.schema import (
     Usage,
 )
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 __all__ = ["PipelineInfo", "RewardEngine", "ScorerRunner"]
 
 log = logging.getLogger(__name__)
@@ -42,9 +47,10 @@ class ScorerRunner:
     """Cache + single flight + batcher in front of one scorer."""
 
     def __init__(self, scorer: Scorer, cache: ScoreCache, batcher: DynamicBatcher,
-                 metrics: Metrics) -> None:  # fmt: skip
+                 metrics: Metrics, shared: RedisCache | None = None) -> None:  # fmt: skip
         self.scorer = scorer
         self.cache = cache
+        self.shared = shared  # the second level, shared by replicas (Redis)
         self.batcher = batcher
         self.metrics = metrics
         self.fingerprint = scorer.fingerprint()
@@ -63,6 +69,8 @@ class ScorerRunner:
         name = self.scorer.name
         keys = [self.key(item) for item in items]
         hits = self.cache.get_many(keys)
+        if self.shared is not None:
+            await self._from_shared(keys, hits)
         waits: list[asyncio.Future[ScoreResult] | None] = []
         new: list[tuple[ScoreInput, asyncio.Future[ScoreResult]]] = []
         new_keys: list[str] = []
@@ -122,6 +130,26 @@ class ScorerRunner:
         result = future.result()
         if result.error is None and result.cacheable:
             self.cache.set_many([(key, result)])
+            if self.shared is not None:
+                self.shared.set_later(key, result)
+
+    async def _from_shared(self, keys: list[str], hits: list[ScoreResult | None]) -> None:
+        """Fill first-level misses from the shared level (in place), and keep what it had."""
+        missing = [i for i, hit in enumerate(hits) if hit is None]
+        if not missing or self.shared is None:
+            return
+        found = await self.shared.get_many([keys[i] for i in missing])
+        filled: list[tuple[str, ScoreResult]] = []
+        for i, result in zip(missing, found, strict=True):
+            if result is not None:
+                hits[i] = result
+                filled.append((keys[i], result))
+        n_found = len(filled)
+        if n_found:
+            self.cache.set_many(filled)
+            self.metrics.cache_hits.labels(self.scorer.name, "redis").inc(n_found)
+        if len(missing) - n_found:
+            self.metrics.cache_misses.labels(self.scorer.name, "redis").inc(len(missing) - n_found)
 
 
 @dataclass(frozen=True)
@@ -153,6 +181,8 @@ class RewardEngine:
             )
             self._evaluators[pname] = PipelineEvaluator(pcfg.reward)
         self.runners: dict[str, ScorerRunner] = {}
+        self._redis: Redis | None = None
+        self._breaker: Breaker | None = None
         self._abort = asyncio.Event()  # set when shutting down: waiting requests get 503
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
@@ -188,13 +218,14 @@ class RewardEngine:
                 t0 = time.perf_counter()
                 await scorer.setup()
                 cache: ScoreCache = (
-                    MemoryCache(cache_cfg.max_entries)
-                    if cache_cfg.backend == "memory"
-                    else NullCache()
-                )
+                    NullCache() if cache_cfg.backend == "none"
+                    else MemoryCache(cache_cfg.max_entries)
+                )  # fmt: skip
                 batcher = DynamicBatcher(scorer, self.settings.batching_for(name), self.metrics)
                 batcher.start()
-                self.runners[name] = ScorerRunner(scorer, cache, batcher, self.metrics)
+                self.runners[name] = ScorerRunner(
+                    scorer, cache, batcher, self.metrics, self._shared_cache(name)
+                )
                 await self._warm_up(scorer)
                 self.metrics.scorer_ready.labels(name, scorer.kind).set(1)
                 log.info("scorer %s (%s) ready in %.2fs", name, scorer.kind,
@@ -204,6 +235,24 @@ class RewardEngine:
             log.exception("start-up failed")
             raise
         self._ready = True
+
+    def _shared_cache(self, scorer: str) -> RedisCache | None:
+        cfg = self.settings.cache
+        if cfg.backend != "redis":
+            return None
+        if self._redis is None:
+            from redis.asyncio import Redis  # imported only when Redis is configured
+
+            self._redis = Redis.from_url(
+                cfg.url, socket_timeout=max(cfg.op_timeout_s, 0.5),
+                socket_connect_timeout=max(cfg.op_timeout_s, 0.5),
+            )  # fmt: skip
+            self._breaker = RedisCache.shared_breaker(cfg.breaker_cooldown_s)
+        assert self._breaker is not None
+        return RedisCache(
+            self._redis, scorer=scorer, metrics=self.metrics, namespace=cfg.namespace,
+            ttl_s=cfg.ttl_s, op_timeout_s=cfg.op_timeout_s, breaker=self._breaker,
+        )  # fmt: skip
 
     async def _warm_up(self, scorer: Scorer) -> None:
         probe = ScoreInput(
@@ -219,6 +268,10 @@ class RewardEngine:
         self._abort.set()
         self._ready = False
         await asyncio.gather(*(r.batcher.stop(grace_s) for r in self.runners.values()))
+        await asyncio.gather(*(r.shared.drain() for r in self.runners.values() if r.shared))
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
         for scorer in self.scorers.values():
             try:
                 await scorer.close()

@@ -77,6 +77,13 @@ class Metrics:
             "referee_cache_misses", "Cache misses by scorer and level.", ["scorer", "level"],
             registry=r,
         )  # fmt: skip
+        self.cache_errors = Counter(
+            "referee_cache_errors",
+            "Cache calls that failed (down, slow, garbage) by scorer and level; the request "
+            "is served without that level.",
+            ["scorer", "level"],
+            registry=r,
+        )
         self.inflight_joins = Counter(
             "referee_single_flight_joins",
             "Items that joined an identical item already being scored.",

@@ -220,7 +220,11 @@ def test_readme_curl_example_gives_the_output_the_readme_shows(server: str) -> N
     for result in got["results"]:
         result["cached"] = False  # another test may have scored the same item first
     assert got["results"] == shown["results"]
-    assert got["pipeline_version"] == shown["pipeline_version"]
+    # The version hashes the installed math-verify/sympy/regex versions too, so it is only
+    # equal to the README's where the same versions are installed: check it is the server's.
+    listed = httpx.get(f"{server}/v1/pipelines/default").json()
+    assert got["pipeline_version"] == listed["version"]
+    assert shown["pipeline_version"].startswith("sha256:")
 
 
 def test_compose_file_uses_the_shipped_dockerfile() -> None:
