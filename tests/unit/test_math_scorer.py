@@ -263,11 +263,15 @@ async def test_an_item_that_kills_two_workers_is_a_per_item_error(quick: MathSco
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)
-    for pid in set(quick._pool.pids()) - first:
+    second = set(quick._pool.pids()) - first
+    for pid in second:
         os.kill(pid, signal.SIGKILL)
     [crashed] = await tower
     assert crashed.value is None and not crashed.cacheable
     assert (crashed.error or "").startswith("the math worker crashed (exit code -9)")
+    while set(quick._pool.pids()) & (first | second):  # until the watcher replaced them all
+        assert time.monotonic() < deadline + 30
+        await asyncio.sleep(0.05)
     await wait_ready(quick)
     [fine] = await quick.score_batch([item("3", "\\boxed{3}")])
     assert fine.value == 2.0
