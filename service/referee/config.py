@@ -82,6 +82,10 @@ class ServerSettings(_Section):
         "are answered 503 and the server exits.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    monitor_window: int = Field(
+        default=10_000, ge=10, le=1_000_000,
+        description="Items per pipeline in the reward-health window (/v1/pipelines/NAME/stats).",
+    )  # fmt: skip
 
     @field_validator("api_keys", mode="before")
     @classmethod

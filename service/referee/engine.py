@@ -23,6 +23,7 @@ from referee.cache import MemoryCache, NullCache, ScoreCache, cache_key
 from referee.config import Settings, scorer_refs
 from referee.errors import ErrorKind, RefereeError
 from referee.metrics import Metrics
+from referee.monitors import PipelineMonitor, ensemble_members
 from referee.pipeline import EvalState, LeafScore, PipelineEvaluator
 from referee.rediscache import Breaker, RedisCache
 from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
@@ -171,6 +172,7 @@ class RewardEngine:
             self.scorers[name] = cls(name, cls.Options.model_validate(cfg.options))
         self.pipelines: dict[str, PipelineInfo] = {}
         self._evaluators: dict[str, PipelineEvaluator] = {}
+        self.monitors: dict[str, PipelineMonitor] = {}
         for pname, pcfg in settings.pipelines.items():
             used = tuple(sorted({leaf.scorer_name for leaf in scorer_refs(pcfg.reward)}))
             tree = pcfg.reward.model_dump(mode="json", exclude_defaults=False)
@@ -179,7 +181,13 @@ class RewardEngine:
             self.pipelines[pname] = PipelineInfo(
                 pname, pcfg.description, f"sha256:{digest[:16]}", used, tree
             )
-            self._evaluators[pname] = PipelineEvaluator(pcfg.reward)
+            evaluator = PipelineEvaluator(pcfg.reward)
+            self._evaluators[pname] = evaluator
+            self.monitors[pname] = PipelineMonitor(
+                pname,
+                ensemble_members(pcfg.reward, evaluator.names),
+                settings.server.monitor_window,
+            )
         self.runners: dict[str, ScorerRunner] = {}
         self._redis: Redis | None = None
         self._breaker: Breaker | None = None
@@ -414,6 +422,13 @@ class RewardEngine:
                     info=dict(info_map) if info_map else None,
                 )
             )
+        monitor = self.monitors[info.name]
+        reward_hist = self.metrics.reward.labels(info.name)
+        for i, item in enumerate(items):
+            failed = i in state.errors
+            monitor.record(len(item.response), None if failed else state.components.get(i, {}))
+            if not failed:
+                reward_hist.observe(values[i])
         n_errors = len(state.errors)
         self.metrics.items.labels(info.name, "ok").inc(len(items) - n_errors)
         if n_errors:

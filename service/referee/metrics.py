@@ -119,5 +119,39 @@ class Metrics:
             registry=r,
         )
 
+        # -- reward health (gauges refreshed from the monitors on each scrape) -----------
+        self.reward = Histogram(
+            "referee_reward",
+            "Final rewards by pipeline.",
+            ["pipeline"],
+            buckets=(-10, -5, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1, 2, 5, 10),
+            registry=r,
+        )
+        self.reward_mean = Gauge(
+            "referee_reward_component_mean", "Mean over the monitor window.",
+            ["pipeline", "component"], registry=r,
+        )  # fmt: skip
+        self.reward_std = Gauge(
+            "referee_reward_component_std", "Std over the monitor window.",
+            ["pipeline", "component"], registry=r,
+        )  # fmt: skip
+        self.length_correlation = Gauge(
+            "referee_reward_length_correlation",
+            "Pearson correlation of a component with response length over the window "
+            "(length-bias alarm).",
+            ["pipeline", "component"],
+            registry=r,
+        )
+        self.ensemble_disagreement = Gauge(
+            "referee_ensemble_disagreement",
+            "Mean std across an ensemble node's members over the window.",
+            ["pipeline", "node"],
+            registry=r,
+        )
+        self.item_error_rate = Gauge(
+            "referee_item_error_rate", "Per-item error rate over the window.", ["pipeline"],
+            registry=r,
+        )  # fmt: skip
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -194,6 +194,14 @@ async def get_pipeline(name: str, request: Request) -> dict[str, object]:
     return described
 
 
+@v1.get("/pipelines/{name}/stats", responses=_ERRORS)
+async def pipeline_stats(name: str, request: Request) -> dict[str, object]:
+    """Reward health over the monitor window: distributions, length bias, disagreement."""
+    engine = _engine(request)
+    engine.pipeline(name)  # 404 for an unknown name
+    return engine.monitors[name].export(request.app.state.metrics)
+
+
 router.include_router(v1)
 
 
@@ -220,6 +228,9 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics_endpoint(request: Request) -> Response:
     metrics: Metrics = request.app.state.metrics
-    for name, runner in _engine(request).runners.items():
+    engine = _engine(request)
+    for name, runner in engine.runners.items():
         metrics.queue_depth.labels(name).set(runner.batcher.depth)
+    for monitor in engine.monitors.values():
+        monitor.export(metrics)
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
