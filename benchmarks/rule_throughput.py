@@ -103,11 +103,14 @@ async def in_process(batches: list[list[dict[str, object]]], pipeline: str) -> d
             "batch_p50_s": percentile(latencies, 0.5), "batch_p99_s": percentile(latencies, 0.99)}  # fmt: skip
 
 
-def start_server(config: Path | None) -> tuple[subprocess.Popen[bytes], str, float]:
+def start_server(
+    config: Path | None, env_extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str, float]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "REFEREE_CACHE__BACKEND": "none", "REFEREE_SERVER__LOG_LEVEL": "warning"}
+    env = {**os.environ, "REFEREE_CACHE__BACKEND": "none", "REFEREE_SERVER__LOG_LEVEL": "warning",
+           **(env_extra or {})}  # fmt: skip
     t0 = time.perf_counter()
     extra = ["--config", str(config)] if config else []
     proc = subprocess.Popen([sys.executable, "-m", "referee.cli", "serve", "--port", str(port), *extra],

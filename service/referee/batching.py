@@ -62,6 +62,7 @@ class DynamicBatcher:
         self._batch_size = metrics.batch_size.labels(name)
         self._batch_tokens = metrics.batch_tokens.labels(name)
         self._compute = metrics.compute_latency.labels(name)
+        self._padding = metrics.padding_efficiency.labels(name)
 
     @property
     def depth(self) -> int:
@@ -164,7 +165,9 @@ class DynamicBatcher:
             for pending in batch:
                 self._queue_wait.observe(now - pending.enqueued)
             self._batch_size.observe(len(batch))
-            self._batch_tokens.observe(max(p.cost for p in batch) * len(batch))
+            padded = max(p.cost for p in batch) * len(batch)
+            self._batch_tokens.observe(padded)
+            self._padding.observe(sum(p.cost for p in batch) / padded)
             results = await self._score([p.item for p in batch])
             self._compute.observe(time.perf_counter() - now)
             for pending, result in zip(batch, results, strict=True):

@@ -135,7 +135,7 @@ class CacheSettings(_Section):
     )
     ttl_s: int | None = Field(default=7 * 24 * 3600, gt=0, description="null: no expiry")
     namespace: str = Field(default="referee", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
-    op_timeout_s: float = Field(default=0.05, gt=0, le=10, description="per Redis call")
+    op_timeout_s: float = Field(default=0.25, gt=0, le=10, description="per Redis call")
     breaker_cooldown_s: float = Field(
         default=5.0, gt=0, le=600, description="after a Redis failure, skip it this long"
     )

@@ -70,6 +70,12 @@ class ScorerRunner:
         name = self.scorer.name
         keys = [self.key(item) for item in items]
         hits = self.cache.get_many(keys)
+        level = self.cache.level
+        n_first = sum(hit is not None for hit in hits)
+        if n_first:
+            self.metrics.cache_hits.labels(name, level).inc(n_first)
+        if len(items) - n_first:
+            self.metrics.cache_misses.labels(name, level).inc(len(items) - n_first)
         if self.shared is not None:
             await self._from_shared(keys, hits)
         waits: list[asyncio.Future[ScoreResult] | None] = []
@@ -95,11 +101,6 @@ class ScorerRunner:
             else:
                 self.metrics.inflight_joins.labels(name).inc()
             waits.append(future)
-        level = self.cache.level
-        if n_hits:
-            self.metrics.cache_hits.labels(name, level).inc(n_hits)
-        if len(items) - n_hits:
-            self.metrics.cache_misses.labels(name, level).inc(len(items) - n_hits)
         if new:
             try:
                 submitted = self.batcher.submit(new, deadline)
@@ -191,6 +192,7 @@ class RewardEngine:
         self.runners: dict[str, ScorerRunner] = {}
         self._redis: Redis | None = None
         self._breaker: Breaker | None = None
+        self._redis_warmed = False
         self._abort = asyncio.Event()  # set when shutting down: waiting requests get 503
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
@@ -235,6 +237,8 @@ class RewardEngine:
                     scorer, cache, batcher, self.metrics, self._shared_cache(name)
                 )
                 await self._warm_up(scorer)
+                if self._redis is not None and not self._redis_warmed:
+                    await self._warm_up_redis()
                 self.metrics.scorer_ready.labels(name, scorer.kind).set(1)
                 log.info("scorer %s (%s) ready in %.2fs", name, scorer.kind,
                          time.perf_counter() - t0)  # fmt: skip
@@ -261,6 +265,16 @@ class RewardEngine:
             self._redis, scorer=scorer, metrics=self.metrics, namespace=cfg.namespace,
             ttl_s=cfg.ttl_s, op_timeout_s=cfg.op_timeout_s, breaker=self._breaker,
         )  # fmt: skip
+
+    async def _warm_up_redis(self) -> None:
+        """Connect (and shake hands, for TLS) before the first request needs Redis, so
+        the first read is not the one that pays for it. Failure is not fatal."""
+        self._redis_warmed = True
+        assert self._redis is not None and self._breaker is not None
+        try:
+            await asyncio.wait_for(self._redis.ping(), 5.0)
+        except Exception as exc:
+            self._breaker.failed("connect", exc)
 
     async def _warm_up(self, scorer: Scorer) -> None:
         probe = ScoreInput(
@@ -426,7 +440,11 @@ class RewardEngine:
         reward_hist = self.metrics.reward.labels(info.name)
         for i, item in enumerate(items):
             failed = i in state.errors
-            monitor.record(len(item.response), None if failed else state.components.get(i, {}))
+            monitor.record(
+                len(item.response),
+                None if failed else state.components.get(i, {}),
+                state.errors[i][0] if failed else None,
+            )
             if not failed:
                 reward_hist.observe(values[i])
         n_errors = len(state.errors)

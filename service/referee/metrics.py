@@ -52,6 +52,13 @@ class Metrics:
             buckets=TOKEN_BUCKETS,
             registry=r,
         )
+        self.padding_efficiency = Histogram(
+            "referee_batch_padding_efficiency",
+            "Real tokens / padded tokens (sum of item costs / (longest x count)) per batch.",
+            ["scorer"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "referee_queue_wait_seconds",
             "Time an item waited in a scorer queue.",

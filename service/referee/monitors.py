@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +46,7 @@ def ensemble_members(root: Node, names: Mapping[int, str]) -> dict[str, list[str
 class _Record:
     length: int
     values: dict[str, float | None] | None  # None: the item had an error
+    error_type: str | None = None
 
 
 def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -70,9 +71,15 @@ class PipelineMonitor:
         self.members = members
         self._records: deque[_Record] = deque(maxlen=window)
 
-    def record(self, length: int, components: dict[str, float | None] | None) -> None:
-        """One scored item: its response length and component values (None on error)."""
-        self._records.append(_Record(length, components))
+    def record(
+        self,
+        length: int,
+        components: dict[str, float | None] | None,
+        error_type: str | None = None,
+    ) -> None:
+        """One scored item: its response length and component values (None on error,
+        with the error's type: timeouts, parse failures, missing fields...)."""
+        self._records.append(_Record(length, components, error_type))
 
     def stats(self) -> dict[str, object]:
         records = list(self._records)
@@ -113,6 +120,9 @@ class PipelineMonitor:
             "items": len(records),
             "errors": len(records) - len(ok),
             "error_rate": (len(records) - len(ok)) / len(records) if records else 0.0,
+            "errors_by_type": dict(
+                Counter(r.error_type or "error" for r in records if r.values is None)
+            ),
             "components": components,
             "ensemble_disagreement": disagreement,
         }

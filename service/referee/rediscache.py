@@ -66,15 +66,23 @@ def decode_result(raw: bytes | str) -> ScoreResult:
 
 
 class Breaker:
-    def __init__(self, cooldown_s: float) -> None:
+    """Opens after ``threshold`` failures in a row (one slow call under load is not an
+    outage), stays open ``cooldown_s``, then lets calls try again."""
+
+    def __init__(self, cooldown_s: float, threshold: int = 3) -> None:
         self.cooldown_s = cooldown_s
+        self.threshold = threshold
         self.open_until = 0.0
+        self.failures = 0
         self.failing = False
 
     def allows(self) -> bool:
         return time.monotonic() >= self.open_until
 
     def failed(self, what: str, exc: BaseException) -> None:
+        self.failures += 1
+        if self.failures < self.threshold and not self.failing:
+            return
         self.open_until = time.monotonic() + self.cooldown_s
         if not self.failing:
             self.failing = True
@@ -82,6 +90,7 @@ class Breaker:
                         "every %.1fs", what, exc, self.cooldown_s)  # fmt: skip
 
     def succeeded(self) -> None:
+        self.failures = 0
         if self.failing:
             self.failing = False
             log.warning("redis cache is back")
@@ -166,7 +175,9 @@ class RedisCache:
                 continue
             pipe.set(self._key(key), payload, ex=self._ttl_s)
         try:
-            await asyncio.wait_for(pipe.execute(), self._timeout)
+            # Off the request path: a write may take longer than a read before it counts
+            # as a failure (large pipelines on a busy host).
+            await asyncio.wait_for(pipe.execute(), self._timeout * 4)
         except Exception as exc:
             self._errors.inc()
             self._breaker.failed("write", exc)

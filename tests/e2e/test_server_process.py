@@ -227,15 +227,6 @@ def test_readme_curl_example_gives_the_output_the_readme_shows(server: str) -> N
     assert shown["pipeline_version"].startswith("sha256:")
 
 
-def test_compose_file_uses_the_shipped_dockerfile() -> None:
-    import yaml
-
-    root = Path(__file__).parents[2]
-    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
-    build = compose["services"]["referee"]["build"]
-    assert (root / build["context"] / build["dockerfile"]).is_file()
-
-
 def test_200_concurrent_requests_over_http_each_item_gets_its_own_reward(server: str) -> None:
     """Overlapping items across 200 concurrent requests, and identical responses whose
     references differ in flight at once: every id answered once, in order, with the reward

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,21 +26,31 @@ assert shutil.which("redis-server"), "these tests need redis-server (apt-get ins
 
 
 class RedisServer:
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, tls_dir: Path | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.password = password
+        self.tls_dir = tls_dir
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls_dir is not None:
+            ca = self.tls_dir / "cert.pem"
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={ca}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no"]  # fmt: skip
+        args = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if self.tls_dir is None:
+            args += ["--port", str(self.port)]
+        else:
+            cert, key = self.tls_dir / "cert.pem", self.tls_dir / "key.pem"
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                     "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                     "--tls-auth-clients", "no"]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -190,7 +201,7 @@ async def test_a_paused_redis_does_not_stall_requests(redis_server: RedisServer)
             response = await engine.score(request(f"p{n}"))
             latencies.append(time.perf_counter() - t)
             assert response.results[0].error is None
-        # one op timeout (0.1 s) opens the breaker; later requests skip Redis entirely
+        # three op timeouts (0.1 s each) open the breaker; later requests skip Redis entirely
         assert max(latencies) < 0.5, latencies
         assert sorted(latencies)[5] < 0.05, latencies
         redis_server.signal(signal.SIGCONT)
@@ -240,3 +251,30 @@ async def test_garbage_under_a_key_is_a_miss_not_an_error(redis_server: RedisSer
             await fresh.close()
     finally:
         await engine.close()
+
+
+async def test_tls_url_with_auth(tmp_path: Path) -> None:
+    """rediss:// against a TLS redis-server with a self-signed certificate (openssl)."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"),
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = RedisServer(password="tls-pass", tls_dir=tmp_path)
+    server.start()
+    try:
+        engine = await started(server.url)
+        try:
+            await engine.score(request("t"))
+            await drain(engine)
+            assert metric(engine, "referee_cache_errors_total", scorer="fmt", level="redis") == 0
+            other = await started(server.url)
+            try:
+                assert (await other.score(request("t"))).results[0].cached
+            finally:
+                await other.close()
+        finally:
+            await engine.close()
+    finally:
+        server.stop()

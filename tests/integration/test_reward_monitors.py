@@ -38,6 +38,7 @@ async def test_stats_endpoint_reports_length_bias_disagreement_and_errors() -> N
 
     assert stats["items"] == 55 and stats["errors"] == 5
     assert stats["error_rate"] == pytest.approx(5 / 55)
+    assert stats["errors_by_type"] == {"scorer_error": 5}
     meta, other, reward = (stats["components"][k] for k in ("meta", "other", "reward"))
     assert meta["length_correlation"] == pytest.approx(1.0)
     assert other["length_correlation"] == pytest.approx(-1.0)

@@ -1,0 +1,61 @@
+"""docker-compose, Prometheus and Grafana files: valid, wired to each other, and every
+metric a dashboard panel queries is one the service really exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from tests.integration.conftest import formatted, serve_app
+
+ROOT = Path(__file__).parents[2]
+DASHBOARD = ROOT / "deploy/grafana/dashboards/referee.json"
+
+
+def test_compose_services_files_and_ports_fit_together() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"referee", "redis", "prometheus", "grafana"}
+    build = services["referee"]["build"]
+    assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+    assert services["referee"]["environment"]["REFEREE_CACHE__URL"] == "redis://redis:6379/0"
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            host = volume.split(":", 1)[0]
+            assert (ROOT / host).exists(), volume
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == ["referee:8000"] and "8000:8000" in services["referee"]["ports"]
+    datasource = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/dashboards/referee.yml").read_text()
+    )
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+async def test_every_metric_the_dashboard_queries_is_exported() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queried = {m for panel in dashboard["panels"] for target in panel["targets"]
+               for m in re.findall(r"\breferee_[a-z_]+", target["expr"])}  # fmt: skip
+    assert len(queried) >= 15
+    async with serve_app() as (client, _):
+        await client.post("/v1/rewards", json={"items": [
+            {"id": "a", "response": formatted("1"), "reference": "1"}]})  # fmt: skip
+        text = (await client.get("/metrics")).text
+    exported = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            exported.add(name)
+            if kind == "histogram":
+                exported |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        elif line and not line.startswith("#"):
+            exported.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    missing = sorted(queried - exported)
+    assert not missing, f"dashboard queries metrics the service does not export: {missing}"
