@@ -437,16 +437,14 @@ class RewardEngine:
                 )
             )
         monitor = self.monitors[info.name]
-        reward_hist = self.metrics.reward.labels(info.name)
         for i, item in enumerate(items):
             failed = i in state.errors
-            monitor.record(
-                len(item.response),
-                None if failed else state.components.get(i, {}),
-                state.errors[i][0] if failed else None,
-            )
-            if not failed:
-                reward_hist.observe(values[i])
+            components = None if failed else state.components.get(i, {})
+            monitor.record(len(item.response), components,
+                           state.errors[i][0] if failed else None)  # fmt: skip
+            for name, value in (components or {}).items():
+                if value is not None:
+                    monitor.histogram(self.metrics, name).observe(value)
         n_errors = len(state.errors)
         self.metrics.items.labels(info.name, "ok").inc(len(items) - n_errors)
         if n_errors:

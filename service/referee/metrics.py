@@ -129,8 +129,8 @@ class Metrics:
         # -- reward health (gauges refreshed from the monitors on each scrape) -----------
         self.reward = Histogram(
             "referee_reward",
-            "Final rewards by pipeline.",
-            ["pipeline"],
+            "Rewards by pipeline and component (`reward` is the final one).",
+            ["pipeline", "component"],
             buckets=(-10, -5, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1, 2, 5, 10),
             registry=r,
         )

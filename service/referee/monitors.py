@@ -16,6 +16,8 @@ from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from prometheus_client import Histogram
+
 from referee.metrics import Metrics
 from referee.pipeline.nodes import CombineNode, GateNode, Node
 
@@ -70,6 +72,14 @@ class PipelineMonitor:
         self.pipeline = pipeline
         self.members = members
         self._records: deque[_Record] = deque(maxlen=window)
+        self._histograms: dict[str, Histogram] = {}
+
+    def histogram(self, metrics: Metrics, component: str) -> Histogram:
+        """The labelled reward histogram of one component, resolved once."""
+        child = self._histograms.get(component)
+        if child is None:
+            child = self._histograms[component] = metrics.reward.labels(self.pipeline, component)
+        return child
 
     def record(
         self,

@@ -55,7 +55,8 @@ async def test_stats_endpoint_reports_length_bias_disagreement_and_errors() -> N
     assert spread["mean_std"] == pytest.approx(statistics.fmean((3.0 * n + 1) / 2 for n in lengths))
     assert 'referee_reward_length_correlation{component="meta",pipeline="mix"} 1.0' in metrics
     assert 'referee_item_error_rate{pipeline="mix"} 0.0909' in metrics
-    assert 'referee_reward_count{pipeline="mix"} 50.0' in metrics
+    assert 'referee_reward_count{component="reward",pipeline="mix"} 50.0' in metrics
+    assert 'referee_reward_count{component="meta",pipeline="mix"} 50.0' in metrics
 
 
 async def test_stats_of_an_unknown_pipeline_is_404() -> None:
