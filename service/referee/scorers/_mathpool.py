@@ -29,6 +29,7 @@ ReqT = TypeVar("ReqT")
 RepT = TypeVar("RepT")
 
 _READY = "ready"
+_PING = "ping"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,9 @@ def _serve(
             request = conn.recv()
         except EOFError:  # the parent went away
             return
+        if request == _PING:
+            conn.send(_READY)
+            continue
         try:
             conn.send(("ok", handler(context, request)))
         except (KeyboardInterrupt, SystemExit):
@@ -158,11 +162,25 @@ class WorkerPool(Generic[CtxT, ReqT, RepT]):
         crashes two workers is answered "crashed"."""
         outcome = await self._call_once(request, deadline_s)
         if outcome.status == "crashed":
-            outcome = await self._call_once(request, deadline_s)
+            # Workers killed together (an OOM kill of the group) die a moment apart: the
+            # retry only goes to a worker that has just answered a ping.
+            outcome = await self._call_once(request, deadline_s, verify=True)
         return outcome
 
-    async def _call_once(self, request: ReqT, deadline_s: float) -> Outcome[RepT]:
+    async def _call_once(
+        self, request: ReqT, deadline_s: float, *, verify: bool = False
+    ) -> Outcome[RepT]:
         worker = await self._take()
+        while verify:
+            try:
+                ok = await self._answers(worker)
+            except BaseException:  # cancelled mid-ping: a late pong would confuse the next
+                self._replace(worker)
+                raise
+            if ok:
+                break
+            self._replace(worker)
+            worker = await self._take()
         try:
             worker.conn.send(request)
             message = await _receive(worker.conn, deadline_s)
@@ -193,6 +211,13 @@ class WorkerPool(Generic[CtxT, ReqT, RepT]):
             if worker.process.is_alive() and not worker.conn.poll():
                 return worker
             self._replace(worker)  # died while idle: not the next item's fault
+
+    async def _answers(self, worker: _Worker, timeout_s: float = 2.0) -> bool:
+        try:
+            worker.conn.send(_PING)
+            return await _receive(worker.conn, timeout_s) == _READY
+        except (asyncio.TimeoutError, EOFError, OSError):
+            return False
 
     def _release(self, worker: _Worker) -> None:
         if self._idle is not None and worker in self._live:
