@@ -4,12 +4,15 @@ bounded queue) and the engine's single flight, with small scorers written for th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from referee.batching import DynamicBatcher
+from referee.cache import MemoryCache
 from referee.config import BatchingSettings
+from referee.engine import ScorerRunner
 from referee.errors import ErrorKind, RefereeError
 from referee.metrics import Metrics
 from referee.scorers.base import ScoreInput, Scorer, ScoreResult
@@ -108,16 +111,21 @@ async def test_request_larger_than_queue_is_accepted_when_queue_is_empty() -> No
     assert len(results) == 10
 
 
-async def test_single_flight_computes_identical_items_once() -> None:
-    from referee.cache import MemoryCache
-    from referee.engine import ScorerRunner
-
-    scorer = Recorder(delay=0.05)
+@contextlib.asynccontextmanager
+async def cached_runner(scorer: Recorder, max_wait_ms: float) -> AsyncIterator[ScorerRunner]:
+    """A ScorerRunner (memory cache, single flight) over a started batcher."""
     metrics = Metrics()
-    batcher = DynamicBatcher(scorer, BatchingSettings(max_wait_ms=5), metrics)
+    batcher = DynamicBatcher(scorer, BatchingSettings(max_wait_ms=max_wait_ms), metrics)
     batcher.start()
-    runner = ScorerRunner(scorer, MemoryCache(100), batcher, metrics)
     try:
+        yield ScorerRunner(scorer, MemoryCache(100), batcher, metrics)
+    finally:
+        await batcher.stop()
+
+
+async def test_single_flight_computes_identical_items_once() -> None:
+    scorer = Recorder(delay=0.05)
+    async with cached_runner(scorer, max_wait_ms=5) as runner:
         calls = [runner.score([item("same", k), item(f"u{k}", k)]) for k in range(20)]
         results = await asyncio.gather(*calls)
         computed = [t for batch in scorer.batches for t in batch]
@@ -125,24 +133,13 @@ async def test_single_flight_computes_identical_items_once() -> None:
         assert all(r[0].result.value == 4.0 for r in results)
         again = await runner.score([item("same")])
         assert again[0].cached is True
-    finally:
-        await batcher.stop()
 
 
 async def test_caller_timeout_does_not_cancel_shared_work() -> None:
-    from referee.cache import MemoryCache
-    from referee.engine import ScorerRunner
-
     scorer = Recorder(delay=0.2)
-    metrics = Metrics()
-    batcher = DynamicBatcher(scorer, BatchingSettings(max_wait_ms=0), metrics)
-    batcher.start()
-    runner = ScorerRunner(scorer, MemoryCache(100), batcher, metrics)
-    try:
+    async with cached_runner(scorer, max_wait_ms=0) as runner:
         patient = asyncio.create_task(runner.score([item("shared")]))
         with pytest.raises(asyncio.TimeoutError):  # not the builtin one on 3.10
             await asyncio.wait_for(runner.score([item("shared")]), 0.05)
         assert (await patient)[0].result.value == 6.0
         assert (await runner.score([item("shared")]))[0].cached
-    finally:
-        await batcher.stop()
