@@ -82,17 +82,11 @@ class ScorerRunner:
         new: list[tuple[ScoreInput, asyncio.Future[ScoreResult]]] = []
         new_keys: list[str] = []
         loop = asyncio.get_running_loop()
-        n_hits = 0
         for item, key, hit in zip(items, keys, hits, strict=True):
             if hit is not None:
-                n_hits += 1
                 waits.append(None)
                 continue
             future = self._inflight.get(key)
-            if future is not None:
-                waiting = self._pending.get(key)
-                if waiting is not None and waiting.deadline < deadline:
-                    waiting.deadline = deadline  # a later waiter keeps the item wanted
             if future is None:
                 future = loop.create_future()
                 self._inflight[key] = future
@@ -100,6 +94,9 @@ class ScorerRunner:
                 new_keys.append(key)
             else:
                 self.metrics.inflight_joins.labels(name).inc()
+                waiting = self._pending.get(key)
+                if waiting is not None and waiting.deadline < deadline:
+                    waiting.deadline = deadline  # a later waiter keeps the item wanted
             waits.append(future)
         if new:
             try:
@@ -259,7 +256,7 @@ class RewardEngine:
                 cfg.url, socket_timeout=max(cfg.op_timeout_s, 0.5),
                 socket_connect_timeout=max(cfg.op_timeout_s, 0.5),
             )  # fmt: skip
-            self._breaker = RedisCache.shared_breaker(cfg.breaker_cooldown_s)
+            self._breaker = Breaker(cfg.breaker_cooldown_s)
         assert self._breaker is not None
         return RedisCache(
             self._redis, scorer=scorer, metrics=self.metrics, namespace=cfg.namespace,

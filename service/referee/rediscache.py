@@ -119,10 +119,6 @@ class RedisCache:
         self._pending: list[tuple[str, ScoreResult]] = []
         self._flushing: set[asyncio.Task[None]] = set()
 
-    @classmethod
-    def shared_breaker(cls, cooldown_s: float) -> Breaker:
-        return Breaker(cooldown_s)
-
     def _key(self, key: str) -> bytes:
         return self._prefix + key.encode()
 

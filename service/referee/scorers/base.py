@@ -93,9 +93,6 @@ class ScoreInput:
             metadata=item.metadata,
         )
 
-    def field_values(self, fields: Sequence[str]) -> dict[str, object]:
-        return {name: getattr(self, name) for name in fields}
-
 
 @dataclass(slots=True)
 class ScoreResult:
