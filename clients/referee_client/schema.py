@@ -168,6 +168,11 @@ class RewardResult(BaseModel):
         default=None,
         description="Per-component notes that explain a value (e.g. a math check timed out).",
     )
+    truncated: bool = Field(
+        default=False,
+        description="A model scorer cut this item's input to its max_length (the scorer's "
+        "note in `info` says how much); only scorers configured to truncate do this.",
+    )
 
 
 class Usage(BaseModel):

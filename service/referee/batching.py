@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ from referee.errors import ErrorKind, RefereeError
 from referee.metrics import Metrics
 from referee.scorers.base import (
     BATCH_DEADLINE,
+    Prepared,
     ScoreInput,
     Scorer,
     ScoreResult,
@@ -32,6 +34,9 @@ from referee.scorers.base import (
 __all__ = ["DynamicBatcher", "Pending"]
 
 log = logging.getLogger(__name__)
+
+# Length ordering looks at this many of the oldest waiting items (sorting is O(n log n)).
+_LENGTH_WINDOW = 8192
 
 
 @dataclass(slots=True)
@@ -44,6 +49,7 @@ class Pending:
     cost: int
     deadline: float = math.inf
     enqueued: float = field(default_factory=time.perf_counter)
+    prepared: Prepared | None = None
 
 
 class DynamicBatcher:
@@ -63,6 +69,7 @@ class DynamicBatcher:
         self._batch_tokens = metrics.batch_tokens.labels(name)
         self._compute = metrics.compute_latency.labels(name)
         self._padding = metrics.padding_efficiency.labels(name)
+        self.order = settings.order or scorer.batch_order
 
     @property
     def depth(self) -> int:
@@ -95,8 +102,10 @@ class DynamicBatcher:
         self,
         items: Sequence[tuple[ScoreInput, asyncio.Future[ScoreResult]]],
         deadline: float = math.inf,
+        prepared: Sequence[Prepared] | None = None,
     ) -> list[Pending]:
-        """Queue items, all or none: a full queue refuses the whole submission."""
+        """Queue items, all or none: a full queue refuses the whole submission.
+        ``prepared`` (from ``scorer.prepare``) carries each item's cost and payload."""
         if self._queue and len(self._queue) + len(items) > self.settings.max_queue_items:
             self.metrics.overloaded.labels(self.scorer.name).inc()
             raise RefereeError(
@@ -105,13 +114,73 @@ class DynamicBatcher:
                 f"limit {self.settings.max_queue_items}); retry later",
                 retry_after_s=1.0,
             )
-        queued = [Pending(item, future, self.scorer.cost(item), deadline) for item, future in items]
+        if prepared is None:
+            queued = [
+                Pending(item, future, self.scorer.cost(item), deadline) for item, future in items
+            ]
+        else:
+            queued = [
+                Pending(item, future, ready.cost, deadline, prepared=ready)
+                for (item, future), ready in zip(items, prepared, strict=True)
+            ]
         self._queue.extend(queued)
         self._depth.set(len(self._queue))
         self._wakeup.set()
         return queued
 
+    def _drop_expired(self) -> None:
+        """Answer queued items whose every waiting request has timed out."""
+        now = time.monotonic()
+        if all(p.deadline >= now for p in self._queue):
+            return
+        kept: deque[Pending] = deque()
+        for pending in self._queue:
+            if pending.deadline < now:
+                if not pending.future.done():
+                    pending.future.set_result(past_deadline_result())
+            else:
+                kept.append(pending)
+        self._queue = kept
+
     def _take_batch(self) -> list[Pending]:
+        if self.order == "length" and len(self._queue) > 1:
+            return self._take_by_length()
+        return self._take_oldest()
+
+    def _take_by_length(self) -> list[Pending]:
+        """The oldest item (so none starves) plus the waiting items nearest to it in cost,
+        while count <= max_batch_size and longest x count <= token budget: sorting by length
+        keeps padded batches full of real tokens."""
+        self._drop_expired()
+        if not self._queue:
+            return []
+        waiting = list(itertools.islice(self._queue, _LENGTH_WINDOW))
+        ranked = sorted(range(len(waiting)), key=lambda i: waiting[i].cost)
+        lo = hi = ranked.index(0)  # the oldest item's place in cost order
+        longest = waiting[0].cost
+        limit = self.settings.max_batch_size
+        while hi - lo + 1 < limit:
+            left = waiting[ranked[lo - 1]].cost if lo > 0 else None
+            right = waiting[ranked[hi + 1]].cost if hi + 1 < len(ranked) else None
+            if left is None and right is None:
+                break
+            anchor = waiting[0].cost
+            take_left = right is None or (left is not None and anchor - left <= right - anchor)
+            new_longest = longest if take_left else max(longest, right or 0)
+            if new_longest * (hi - lo + 2) > self.settings.max_batch_tokens:
+                break
+            if take_left:
+                lo -= 1
+            else:
+                hi += 1
+            longest = new_longest
+        chosen = {id(waiting[ranked[i]]) for i in range(lo, hi + 1)}
+        batch = [p for p in self._queue if id(p) in chosen]
+        self._queue = deque(p for p in self._queue if id(p) not in chosen)
+        self._depth.set(len(self._queue))
+        return batch
+
+    def _take_oldest(self) -> list[Pending]:
         """Oldest first, while count <= max_batch_size and longest x count <= token budget."""
         batch: list[Pending] = []
         longest = 0
@@ -168,7 +237,7 @@ class DynamicBatcher:
             padded = max(p.cost for p in batch) * len(batch)
             self._batch_tokens.observe(padded)
             self._padding.observe(sum(p.cost for p in batch) / padded)
-            results = await self._score([p.item for p in batch])
+            results = await self._score(batch)
             self._compute.observe(time.perf_counter() - now)
             for pending, result in zip(batch, results, strict=True):
                 if result.error is not None:
@@ -197,15 +266,20 @@ class DynamicBatcher:
         finally:
             self._slots.release()
 
-    async def _score(self, items: list[ScoreInput]) -> list[ScoreResult]:
+    async def _score(self, batch: list[Pending]) -> list[ScoreResult]:
+        items = [p.item for p in batch]
         try:
-            results = await self.scorer.score_batch(items)
+            if any(p.prepared is None for p in batch):
+                results = await self.scorer.score_batch(items)
+            else:
+                prepared = [p.prepared for p in batch if p.prepared is not None]
+                results = await self.scorer.score_prepared(items, prepared)
         except Exception as exc:
             if len(items) == 1:
                 log.warning("scorer %s failed on item %s: %r", self.scorer.name, items[0].id, exc)
                 return [ScoreResult.failed(f"{type(exc).__name__}: {exc}")]
             # Isolate the item(s) that raise: score each alone.
-            singles = await asyncio.gather(*(self._score([item]) for item in items))
+            singles = await asyncio.gather(*(self._score([p]) for p in batch))
             return [r[0] for r in singles]
         if len(results) != len(items):
             message = (

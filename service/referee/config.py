@@ -120,6 +120,11 @@ class BatchingSettings(_Section):
     max_wait_ms: float = Field(default=2.0, ge=0, le=10_000)
     max_queue_items: int = Field(default=100_000, gt=0)
     max_concurrent_batches: int = Field(default=2, gt=0)
+    order: Literal["arrival", "length"] | None = Field(
+        default=None,
+        description="arrival: oldest first; length: the oldest item with the waiting items "
+        "nearest in length (less padding). Unset: the scorer kind's choice (models: length).",
+    )
 
 
 class CacheSettings(_Section):
@@ -224,7 +229,15 @@ class Settings(_Section):
         return self
 
     def batching_for(self, scorer: str) -> BatchingSettings:
-        return self.scorers[scorer].batching or self.batching
+        """Global batching settings, then the defaults the scorer's kind needs (a model
+        scorer: one batch at a time, a token budget for a model), then the keys set in the
+        scorer's own ``batching`` section."""
+        cfg = self.scorers[scorer]
+        merged = self.batching.model_copy(update=scorer_class(cfg.kind).default_batching)
+        if cfg.batching is not None:
+            own = {key: getattr(cfg.batching, key) for key in cfg.batching.model_fields_set}
+            merged = merged.model_copy(update=own)
+        return merged
 
 
 # -- loading ------------------------------------------------------------------------------

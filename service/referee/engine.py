@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -100,10 +101,14 @@ class ScorerRunner:
             waits.append(future)
         if new:
             try:
-                submitted = self.batcher.submit(new, deadline)
-            except BaseException:
-                for key in new_keys:
+                prepared = await self.scorer.prepare([item for item, _ in new])
+                submitted = self.batcher.submit(new, deadline, prepared)
+            except BaseException as exc:
+                for key, (_, future) in zip(new_keys, new, strict=True):
                     self._inflight.pop(key, None)
+                    if not future.done():  # requests that joined meanwhile get an answer
+                        future.set_exception(exc)
+                        future.exception()  # seen here; joiners still receive it
                 raise
             for key, entry in zip(new_keys, submitted, strict=True):
                 self._pending[key] = entry
@@ -158,6 +163,7 @@ class PipelineInfo:
     version: str
     scorers: tuple[str, ...]
     tree: dict[str, object]
+    reads_peers: bool = False  # a scorer compares each item with the rest of its group
 
 
 class RewardEngine:
@@ -176,8 +182,9 @@ class RewardEngine:
             tree = pcfg.reward.model_dump(mode="json", exclude_defaults=False)
             material = {"tree": tree, "scorers": {s: self.scorers[s].fingerprint() for s in used}}
             digest = hashlib.sha256(canonical_json(material).encode()).hexdigest()
+            peers = any("peers" in self.scorers[s].cache_fields() for s in used)
             self.pipelines[pname] = PipelineInfo(
-                pname, pcfg.description, f"sha256:{digest[:16]}", used, tree
+                pname, pcfg.description, f"sha256:{digest[:16]}", used, tree, peers
             )
             evaluator = PipelineEvaluator(pcfg.reward)
             self._evaluators[pname] = evaluator
@@ -385,6 +392,8 @@ class RewardEngine:
         self, info: PipelineInfo, request: RewardRequest, deadline: float
     ) -> RewardResponse:
         items = [ScoreInput.from_item(item) for item in request.items]
+        if info.reads_peers:
+            items = with_peers(items)
         group_refs = request.options.group_reference_rewards or {}
         references = [
             item.reference_rewards
@@ -431,6 +440,7 @@ class RewardEngine:
                     cached=state.all_cached.get(i, False),
                     error=ItemError(type=error[0], message=error[1]) if error else None,
                     info=dict(info_map) if info_map else None,
+                    truncated=i in state.truncated,
                 )
             )
         monitor = self.monitors[info.name]
@@ -457,6 +467,21 @@ class RewardEngine:
             results=results,
             usage=Usage(items=len(items), cache_hits=hits, errors=n_errors),
         )
+
+
+def with_peers(items: list[ScoreInput]) -> list[ScoreInput]:
+    """Give each grouped item the responses of the other items of its group in this
+    request, for scorers that compare an item with its group (group consistency)."""
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        if item.group is not None:
+            groups.setdefault(item.group, []).append(i)
+    out = list(items)
+    for members in groups.values():
+        for i in members:
+            peers = tuple(items[j].response for j in members if j != i)
+            out[i] = dataclasses.replace(items[i], peers=peers)
+    return out
 
 
 def _retrieve(task: asyncio.Task[list[LeafScore]]) -> None:

@@ -143,3 +143,40 @@ async def test_caller_timeout_does_not_cancel_shared_work() -> None:
             await asyncio.wait_for(runner.score([item("shared")]), 0.05)
         assert (await patient)[0].result.value == 6.0
         assert (await runner.score([item("shared")]))[0].cached
+
+
+async def test_length_order_packs_similar_lengths_and_never_starves_the_oldest() -> None:
+    """A long-tailed mix queued together: batches by length hold items of similar size
+    (little padding), every item is answered, and the oldest item goes in the first batch."""
+    import random
+
+    rng = random.Random(7)
+    texts = ["x" * rng.choice([3, 5, 8, 13, 60, 200, 900]) for _ in range(120)]
+    texts[0] = "x" * 900  # the oldest is the longest: it must not wait behind short ones
+
+    async def run(order: str) -> tuple[Recorder, float]:
+        scorer = Recorder()
+        metrics = Metrics()
+        batcher = DynamicBatcher(
+            scorer,
+            BatchingSettings(max_batch_size=16, max_batch_tokens=4000, order=order),  # type: ignore[arg-type]
+            metrics,
+        )
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in texts]
+        batcher.submit(
+            [(item(t, i), f) for i, (t, f) in enumerate(zip(texts, futures, strict=True))]
+        )
+        batcher.start()  # after submitting: the first batch sees the whole queue
+        results = await asyncio.gather(*futures)
+        await batcher.stop()
+        assert [r.value for r in results] == [float(len(t)) for t in texts]
+        real = sum(len(t) for t in texts)
+        padded = sum(max(len(t) for t in b) * len(b) for b in scorer.batches)
+        return scorer, real / padded
+
+    by_length, efficiency = await run("length")
+    _, arrival_efficiency = await run("arrival")
+    assert "x" * 900 in by_length.batches[0]
+    assert all(max(map(len, b)) * len(b) <= 4000 for b in by_length.batches)
+    assert efficiency >= 0.9 > arrival_efficiency

@@ -68,6 +68,7 @@ class EvalState:
     steps: dict[int, list[float]] = field(default_factory=dict)
     info: dict[int, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     all_cached: dict[int, bool] = field(default_factory=dict)
+    truncated: set[int] = field(default_factory=set)
     cache_hits: int = 0
 
     def fail(self, index: int, error_type: str, message: str) -> None:
@@ -174,6 +175,8 @@ class PipelineEvaluator:
                 continue
             if result.reason:
                 state.info[i][node.scorer_name] = result.reason
+            if result.truncated:
+                state.truncated.add(i)
             if result.steps is not None and i not in state.steps:
                 state.steps[i] = list(result.steps)
             if node.aspect is None:

@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,6 +31,7 @@ from referee_client.schema import RewardItem
 __all__ = [
     "BATCH_DEADLINE",
     "FIELDS",
+    "Prepared",
     "ScoreInput",
     "ScoreResult",
     "Scorer",
@@ -80,6 +81,9 @@ class ScoreInput:
     group: str | None
     messages: tuple[dict[str, str], ...] | None
     metadata: dict[str, Any] | None
+    # The responses of the other items of this item's group in the same request; filled
+    # only for pipelines with a scorer that reads "peers" (group consistency).
+    peers: tuple[str, ...] | None = None
 
     @classmethod
     def from_item(cls, item: RewardItem) -> ScoreInput:
@@ -111,10 +115,21 @@ class ScoreResult:
     error: str | None = None
     error_type: str = "scorer_error"
     cacheable: bool = True
+    truncated: bool = False
 
     @classmethod
     def failed(cls, message: str, error_type: str = "scorer_error") -> ScoreResult:
         return cls(value=None, error=message, error_type=error_type, cacheable=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An item made ready for batching once, before it is queued: its cost in tokens (what
+    the token budget counts) and whatever the scorer wants to keep (token ids), so work
+    done to measure an item is not done again to score it."""
+
+    cost: int
+    payload: object = None
 
 
 class ScorerOptions(BaseModel):
@@ -132,6 +147,12 @@ class Scorer:
     # Distributions whose version can change this scorer's outputs (math-verify, regex, ...):
     # an upgrade changes the fingerprint, so a shared cache never serves the old answers.
     libraries: ClassVar[tuple[str, ...]] = ()
+    # How the batcher forms batches: "arrival" (oldest first) or "length" (the oldest item
+    # with the waiting items closest to it in cost, so padded batches waste little).
+    batch_order: ClassVar[Literal["arrival", "length"]] = "arrival"
+    # Batching settings this kind needs unless the config says otherwise (a model scorer
+    # runs one batch at a time, with a token budget sized for a model).
+    default_batching: ClassVar[dict[str, object]] = {}
 
     def __init__(self, name: str, options: ScorerOptions) -> None:
         self.name = name
@@ -155,6 +176,17 @@ class Scorer:
         """Estimated tokens of an item, for token-budget batching (≈4 characters a token)."""
         return max(1, len(item.response) // 4)
 
+    async def prepare(self, items: Sequence[ScoreInput]) -> list[Prepared]:
+        """Called once per item before it is queued. Model scorers tokenize here; the
+        token count is the item's cost and the ids come back in :meth:`score_prepared`."""
+        return [Prepared(self.cost(item)) for item in items]
+
+    async def score_prepared(
+        self, items: Sequence[ScoreInput], prepared: Sequence[Prepared]
+    ) -> list[ScoreResult]:
+        """Score a batch whose items went through :meth:`prepare`."""
+        return await self.score_batch(items)
+
     def cache_fields(self) -> tuple[str, ...]:
         """The item fields the output depends on; may depend on options."""
         return self.reads
@@ -165,10 +197,14 @@ class Scorer:
             "kind": self.kind,
             "impl": self.implementation_version,
             "libraries": {name: _distribution_version(name) for name in self.libraries},
-            "options": self.options.model_dump(mode="json"),
+            "options": self.fingerprint_options(),
             **self.fingerprint_extra(),
         }
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
+
+    def fingerprint_options(self) -> dict[str, object]:
+        """The options as they enter the fingerprint."""
+        return self.options.model_dump(mode="json")
 
     def fingerprint_extra(self) -> dict[str, object]:
         """Extra fingerprint material (a model revision, a file hash)."""
