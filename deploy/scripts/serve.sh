@@ -3,5 +3,5 @@
 # Sets itself up on first run: creates .venv and installs what is missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-source "$ROOT/deploy/scripts/bootstrap.sh" "server"
+source "$ROOT/deploy/scripts/bootstrap.sh" "server,models"
 exec referee serve "$@"

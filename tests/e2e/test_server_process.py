@@ -300,3 +300,22 @@ def test_client_that_disconnects_mid_body_is_not_a_server_error(server: str) -> 
     metrics = httpx.get(f"{server}/metrics").text
     assert 'status="500"' not in metrics
     assert 'referee_requests_total{pipeline="?",status="499"} 1.0' in metrics
+
+
+def test_default_config_serves_a_real_model_reward_out_of_the_box(server: str) -> None:
+    """The embedded default's `similarity` pipeline: MiniLM embeddings, loaded from the
+    installed package; a paraphrase of the reference scores far above an unrelated text."""
+    body = {"pipeline": "similarity", "items": [
+        {"id": "same", "reference": "Paris is the capital of France.",
+         "response": "The capital of France is Paris."},
+        {"id": "other", "reference": "Paris is the capital of France.",
+         "response": "Turtles can live for over a hundred years."},
+        {"id": "none", "response": "no reference given"},
+    ]}  # fmt: skip
+    results = httpx.post(f"{server}/v1/rewards", json=body, timeout=60).json()["results"]
+    assert results[0]["reward"] > 0.8 > 0.3 > results[1]["reward"]
+    assert results[2]["error"]["type"] == "invalid_input"
+    assert "compares with `reference`" in results[2]["error"]["message"]
+    ready = httpx.get(f"{server}/readyz").json()
+    assert ready["scorers"]["semantic"]["ready"] is True
+    assert ready["scorers"]["semantic"]["device"] == "cpu"

@@ -31,8 +31,11 @@ def test_embedded_default_config_is_valid_and_offline() -> None:
     assert default_config_path().is_file()
     assert {"default", "math", "grpo"} <= set(settings.pipelines)
     assert {cfg.kind for cfg in settings.scorers.values()} <= {
-        "math", "format", "match", "length", "repetition"
+        "math", "format", "match", "length", "repetition", "similarity"
     }  # fmt: skip
+    # its one model scorer loads weights from an installed package, never from a hub
+    models = [cfg.options["model"] for cfg in settings.scorers.values() if cfg.kind == "similarity"]
+    assert models and all(m.startswith("package:") for m in models)
 
 
 def test_environment_overrides_nested_fields() -> None:
@@ -64,7 +67,7 @@ def test_api_keys_file(tmp_path: Path) -> None:
         ({"server": {"port": 70000}}, "server.port: Input should be less than or equal to 65535"),
         ({"server": {"colour": "red"}}, "server.colour: Extra inputs are not permitted"),
         ({"scorers": {"x.y": {"kind": "format"}}}, "scorers: scorer name 'x.y'"),
-        ({"scorers": {"fmt": {"kind": "nope"}}}, "scorers.fmt: unknown scorer kind 'nope'; known kinds: format, length, match, math, python, repetition"),
+        ({"scorers": {"fmt": {"kind": "nope"}}}, "scorers.fmt: unknown scorer kind 'nope'; known kinds: classifier, format, length, likelihood, match, math, prm, python, repetition, similarity"),
         ({"scorers": {"fmt": {"kind": "format", "options": {"mode": "regex", "pattern": "("}}}},
          "scorers.fmt: options.pattern"),
         ({"pipelines": {"p": {"reward": "ghost"}}}, "unknown scorer 'ghost'"),

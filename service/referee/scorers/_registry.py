@@ -13,6 +13,10 @@ _KINDS: dict[str, str] = {
     "length": "referee.scorers.length:LengthScorer",
     "repetition": "referee.scorers.repetition:RepetitionScorer",
     "python": "referee.scorers.python:PythonScorer",
+    "classifier": "referee.scorers.classifier:ClassifierScorer",
+    "prm": "referee.scorers.prm:ProcessRewardScorer",
+    "similarity": "referee.scorers.similarity:SimilarityScorer",
+    "likelihood": "referee.scorers.likelihood:LikelihoodScorer",
 }
 
 KNOWN_KINDS: tuple[str, ...] = tuple(sorted(_KINDS))

@@ -1,0 +1,110 @@
+"""Sequence-classification reward models (``kind: classifier``).
+
+Skywork-Reward-V2 and InternLM2-style RMs read the conversation through the model's chat
+template (``input: chat``); DeBERTa-style RMs read a (question, answer) pair with no
+template (``input: pair``). The reward is the logit at ``index``. A multi-objective head
+returns named aspects too (``aspects``: logit index per name, each addressable in a
+pipeline as ``scorer.aspect``); a model whose output carries ``score`` and ``rewards``
+(ArmoRM: gated scalar and objective vector, ``trust_remote_code``) is read from those.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from referee.scorers._hf import ModelOptions
+from referee.scorers._model import Encoded, ModelScorer, Seq
+from referee.scorers.base import ScoreInput, ScoreResult
+
+__all__ = ["ClassifierScorer"]
+
+
+class ClassifierOptions(ModelOptions):
+    input: Literal["auto", "chat", "pair", "text"] = Field(
+        default="auto",
+        description="chat: the conversation through the chat template; pair: (prompt, "
+        "response) as a sentence pair; text: text_template filled in; auto: chat when the "
+        "tokenizer has a template, else pair.",
+    )
+    text_template: str = Field(
+        default="{prompt}{response}", description="For input: text ({prompt}, {response})."
+    )
+    index: int = Field(default=0, ge=0, description="The logit that is the reward.")
+    aspects: dict[str, int] | None = Field(
+        default=None,
+        description="Named logits (or, for models with a `rewards` output, named entries of "
+        "that vector) returned as aspects: {helpfulness: 0, correctness: 1}.",
+    )
+
+    @model_validator(mode="after")
+    def _template_fields(self) -> ClassifierOptions:
+        try:
+            self.text_template.format(prompt="", response="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"text_template may use only {{prompt}} and {{response}}: {exc!r}"
+            ) from None
+        return self
+
+
+class ClassifierScorer(ModelScorer):
+    kind = "classifier"
+    Options: ClassVar[type[ModelOptions]] = ClassifierOptions
+    options: ClassifierOptions
+    auto_class = "AutoModelForSequenceClassification"
+
+    def input_mode(self) -> str:
+        mode = self.options.input
+        if mode == "auto":
+            return "chat" if self.has_chat_template() else "pair"
+        return mode
+
+    def encode(self, item: ScoreInput) -> Encoded:
+        mode = self.input_mode()
+        if mode == "chat":
+            seq = Seq(self.tokens(self.render(self.conversation(item))))
+        elif mode == "pair":
+            enc = self.model.tokenizer(item.prompt, item.response)
+            seq = Seq(list(enc["input_ids"]), _type_ids(enc))
+        else:
+            text = self.options.text_template.format(prompt=item.prompt, response=item.response)
+            seq = Seq(self.tokens(text))
+        seq, note = self.fit(seq)
+        return Encoded([seq], truncated=note)
+
+    def forward(self, encoded: list[Encoded]) -> list[ScoreResult]:
+        seqs = [e.seqs[0] for e in encoded]
+        output = self.model.model(**self.collate(seqs))
+        score = getattr(output, "score", None)
+        rewards = getattr(output, "rewards", None)
+        logits = output.logits.float()
+        values = (score if score is not None else logits[:, self.options.index]).float()
+        vector = (rewards if rewards is not None else logits).float()
+        results = []
+        for row in range(len(seqs)):
+            aspects = {
+                name: float(vector[row, i]) for name, i in (self.options.aspects or {}).items()
+            }
+            results.append(ScoreResult(float(values[row].reshape(-1)[0]), aspects=aspects))
+        return results
+
+    def after_load(self, loaded: object) -> None:
+        width = int(getattr(self.model.model.config, "num_labels", 1))
+        wanted = [self.options.index, *(self.options.aspects or {}).values()]
+        if max(wanted) >= width and not getattr(self.model.model.config, "auto_map", None):
+            raise ValueError(
+                f"scorer {self.name!r}: the model has {width} logit(s); index/aspects ask "
+                f"for index {max(wanted)}"
+            )
+        if self.input_mode() == "chat":
+            self.render([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+
+
+def _type_ids(enc: object) -> list[int] | None:
+    try:
+        values = enc["token_type_ids"]  # type: ignore[index]
+    except KeyError:
+        return None
+    return list(values)

@@ -1,0 +1,124 @@
+"""Process reward models (``kind: prm``), in the Qwen2.5-Math-PRM convention.
+
+The response is split into steps at ``separator``; the assistant turn is the steps, each
+followed by ``step_token``; the model's per-token logits at the step tokens give each
+step's probability of the positive label (softmax over the labels; sigmoid for a model
+with one output). The result carries every step's score in ``steps`` and, as the value,
+their ``aggregate`` (min, last, mean or product).
+
+The model is a token classifier (``AutoModelForTokenClassification``), or a hub PRM
+loaded through ``auto_class: AutoModel`` with ``trust_remote_code`` whose first output is
+the per-token logits (Qwen2.5-Math-PRM-7B).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from referee.scorers._hf import LoadedModel, ModelOptions
+from referee.scorers._model import Encoded, ItemRejected, ModelScorer, Seq
+from referee.scorers.base import ScoreInput, ScoreResult
+
+__all__ = ["ProcessRewardScorer"]
+
+
+class PRMOptions(ModelOptions):
+    separator: str = Field(default="\n\n", min_length=1, description="Splits steps.")
+    step_token: str = Field(default="<extra_0>", min_length=1)
+    aggregate: Literal["min", "last", "mean", "product"] = "min"
+    positive_label: int = Field(default=1, ge=0)
+    input: Literal["auto", "chat", "pair"] = Field(
+        default="auto",
+        description="chat: system/user/assistant through the chat template (Qwen PRM); "
+        "pair: (prompt, marked steps) as a sentence pair; auto: chat when there is a template.",
+    )
+    auto_class: Literal["AutoModelForTokenClassification", "AutoModel"] = (
+        "AutoModelForTokenClassification"
+    )
+
+
+class ProcessRewardScorer(ModelScorer):
+    kind = "prm"
+    Options: ClassVar[type[ModelOptions]] = PRMOptions
+    options: PRMOptions
+
+    def __init__(self, name: str, options: ModelOptions) -> None:
+        super().__init__(name, options)
+        self.step_id = -1
+
+    def model_class(self) -> str:
+        return self.options.auto_class
+
+    def after_load(self, loaded: LoadedModel) -> None:
+        tok = loaded.tokenizer
+        marker = self.options.step_token
+        if len(tok(marker, add_special_tokens=False)["input_ids"]) != 1:
+            if tok.convert_tokens_to_ids(marker) in (None, tok.unk_token_id):
+                raise ValueError(
+                    f"scorer {self.name!r}: step_token {marker!r} is not a token of this "
+                    "model's vocabulary; use one that is (Qwen PRM: <extra_0>)"
+                )
+            # In the vocabulary but split by the pre-tokenizer: mark it as one token.
+            tok.add_special_tokens({"additional_special_tokens": [marker]})
+        self.step_id = int(tok.convert_tokens_to_ids(marker))
+
+    def steps_of(self, response: str) -> list[str]:
+        """The response's steps; a step token written in the response itself is removed
+        so that text cannot add or move step scores."""
+        text = response.replace(self.options.step_token, "")
+        return [s.strip() for s in text.split(self.options.separator) if s.strip()]
+
+    def encode(self, item: ScoreInput) -> Encoded:
+        steps = self.steps_of(item.response)
+        if not steps:
+            raise ItemRejected("the response has no steps to score (it is empty)", "empty_response")
+        marker = self.options.step_token
+        marked = marker.join(steps) + marker
+        chat = self.options.input == "chat" or (
+            self.options.input == "auto" and self.has_chat_template()
+        )
+        if chat:
+            seq = Seq(self.tokens(self.render(self.conversation(item, response=marked))))
+        else:
+            enc = self.model.tokenizer(item.prompt, marked)
+            types = enc.get("token_type_ids")
+            seq = Seq(list(enc["input_ids"]), list(types) if types is not None else None)
+        seq, note = self.fit(seq)
+        found = seq.ids.count(self.step_id)
+        if found == 0:
+            raise ItemRejected("no step is left after truncation to max_length", "input_too_long")
+        if note is not None and found < len(steps):
+            note = f"{note}; {found} of {len(steps)} steps scored"
+        return Encoded([seq], truncated=note)
+
+    def forward(self, encoded: list[Encoded]) -> list[ScoreResult]:
+        import torch
+
+        seqs = [e.seqs[0] for e in encoded]
+        output = self.model.model(**self.collate(seqs))
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        logits = logits.float()
+        if logits.shape[-1] == 1:
+            probs = torch.sigmoid(logits[..., 0])
+        else:
+            probs = torch.softmax(logits, dim=-1)[..., self.options.positive_label]
+        results = []
+        for row, (seq, start) in enumerate(zip(seqs, self.offsets(seqs), strict=True)):
+            ids = torch.tensor(seq.ids)
+            cols = (ids == self.step_id).nonzero().flatten() + start
+            steps = [float(p) for p in probs[row, cols]]
+            results.append(ScoreResult(_aggregate(steps, self.options.aggregate), steps=steps))
+        return results
+
+
+def _aggregate(steps: list[float], how: str) -> float:
+    if how == "min":
+        return min(steps)
+    if how == "last":
+        return steps[-1]
+    if how == "mean":
+        return sum(steps) / len(steps)
+    return math.prod(steps)

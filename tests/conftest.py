@@ -1,0 +1,42 @@
+"""Session-wide fixtures: real model weights prepared once per test run (see models.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the tests may reach for a model hub: weights come from installed packages.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def minilm_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BERT reward model: MiniLM with a 3-logit head (scalar + two aspects)."""
+    from tests.models import save_minilm_head
+
+    return save_minilm_head(tmp_path_factory.mktemp("minilm-rm"), "sequence", num_labels=3)
+
+
+@pytest.fixture(scope="session")
+def minilm_prm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A process reward model: MiniLM with a 2-label token-classification head."""
+    from tests.models import save_minilm_head
+
+    return save_minilm_head(tmp_path_factory.mktemp("minilm-prm"), "token", num_labels=2)
+
+
+@pytest.fixture(scope="session")
+def smollm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.models import save_smollm
+
+    return save_smollm(tmp_path_factory.mktemp("smollm"))
+
+
+@pytest.fixture(scope="session")
+def smollm_classifier(tmp_path_factory: pytest.TempPathFactory, smollm: Path) -> Path:
+    from tests.models import save_smollm_classifier
+
+    return save_smollm_classifier(tmp_path_factory.mktemp("smollm-rm"), smollm)
