@@ -78,11 +78,22 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
             with contextlib.suppress(Exception):  # recorded in engine.startup_error
                 await engine.start()
 
+        gateway = None
+        server = settings.server
+        if server.grpc_port:  # the gRPC gateway shares this loop and this engine
+            from referee.grpc import start_grpc_gateway
+
+            gateway = await start_grpc_gateway(
+                engine, metrics, app.state.api_keys, host=server.host, port=server.grpc_port
+            )
+        app.state.grpc = gateway
         starter = asyncio.create_task(start())
         app.state.starter = starter
         try:
             yield
         finally:
+            if gateway is not None:  # calls in flight are answered by the engine at the grace
+                await gateway.stop(grace_s=server.shutdown_grace_s + 1.0)
             if not starter.done():
                 starter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
