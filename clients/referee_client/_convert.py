@@ -121,8 +121,10 @@ def response_to_proto(response: RewardResponse) -> pb.RewardResponse:
             out.info.update(result.info)
     usage = response.usage
     msg.usage.items, msg.usage.cache_hits, msg.usage.errors = (
-        usage.items, usage.cache_hits, usage.errors,
-    )  # fmt: skip
+        usage.items,
+        usage.cache_hits,
+        usage.errors,
+    )
     return msg
 
 
