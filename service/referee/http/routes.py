@@ -16,7 +16,7 @@ from referee.gateway import check_api_key, server_limits
 from referee.metrics import CONTENT_TYPE_LATEST, Metrics
 from referee_client.schema import ErrorBody, RewardRequest, RewardResponse, ServerLimits
 
-__all__ = ["router"]
+__all__ = ["parse_json", "read_body", "router"]
 
 
 def _engine(request: Request) -> RewardEngine:
@@ -40,7 +40,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RefereeError(
@@ -79,8 +79,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 async def score_rewards(request: Request) -> Response:
     """Score rollouts with a pipeline: one result per item, in request order."""
     engine = _engine(request)
-    body = await _read_body(request, engine.settings.server.max_request_bytes)
-    payload = _parse_json(body)
+    body = await read_body(request, engine.settings.server.max_request_bytes)
+    payload = parse_json(body)
     named = payload.get("pipeline", "default")
     if isinstance(named, str) and named in engine.pipelines:
         request.state.pipeline = named  # unknown names stay "?": clients cannot grow label sets
@@ -102,7 +102,7 @@ async def score_rewards(request: Request) -> Response:
     return Response(response.model_dump_json(), media_type="application/json")
 
 
-def _parse_json(body: bytes) -> dict[str, Any]:
+def parse_json(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
