@@ -94,6 +94,14 @@ class _BaseClient:
         headers = {"authorization": f"Bearer {key}"} if key else {}
         return HttpTransport(self.base_url, headers, self.settings.max_concurrency)
 
+    def _scoring(
+        self, items: Sequence[ItemLike] | ItemLike, pipeline: str, options: OptionsLike,
+        timeout: float | None,
+    ) -> Coroutine[Any, Any, RewardResponse]:  # fmt: skip
+        return self._core.score(
+            items, pipeline=pipeline, options=self._options(options), timeout=timeout
+        )
+
     @staticmethod
     def _options(options: OptionsLike) -> RewardOptions:
         if options is None:
@@ -114,9 +122,7 @@ class AsyncRewardClient(_BaseClient):
     ) -> RewardResponse:
         """Score items with a pipeline: one result per item, in order. Large batches are
         split under the server's limits and sent concurrently."""
-        return await self._core.score(
-            items, pipeline=pipeline, options=self._options(options), timeout=timeout
-        )
+        return await self._scoring(items, pipeline, options, timeout)
 
     def submit(
         self,
@@ -127,9 +133,7 @@ class AsyncRewardClient(_BaseClient):
         timeout: float | None = None,
     ) -> asyncio.Task[RewardResponse]:
         """Start scoring now and return at once; await the task when the rewards are needed."""
-        return asyncio.ensure_future(
-            self.score(items, pipeline=pipeline, options=options, timeout=timeout)
-        )
+        return asyncio.ensure_future(self._scoring(items, pipeline, options, timeout))
 
     def stream(
         self, *, pipeline: str = "default", options: OptionsLike = None
@@ -201,11 +205,7 @@ class RewardClient(_BaseClient):
         timeout: float | None = None,
     ) -> RewardResponse:
         """Score items with a pipeline: one result per item, in order (blocks)."""
-        return self._loop.run(
-            self._core.score(
-                items, pipeline=pipeline, options=self._options(options), timeout=timeout
-            )
-        )
+        return self._loop.run(self._scoring(items, pipeline, options, timeout))
 
     def submit(
         self,
@@ -216,11 +216,7 @@ class RewardClient(_BaseClient):
         timeout: float | None = None,
     ) -> concurrent.futures.Future[RewardResponse]:
         """Start scoring in the background; ``.result()`` when the rewards are needed."""
-        return self._loop.submit(
-            self._core.score(
-                items, pipeline=pipeline, options=self._options(options), timeout=timeout
-            )
-        )
+        return self._loop.submit(self._scoring(items, pipeline, options, timeout))
 
     def stream(self, *, pipeline: str = "default", options: OptionsLike = None) -> RewardStream:
         """``with client.stream(pipeline=...) as s: s.send(items); ...; s.close_send();

@@ -46,23 +46,15 @@ class RefereeServicer(pb_grpc.RefereeServicer):
     async def Score(
         self, request: pb.RewardRequest, context: grpc.aio.ServicerContext
     ) -> pb.RewardResponse:
-        started = time.perf_counter()
-        pipeline, code = "?", "INTERNAL"
         try:
             self._authorize(context)
-            reward_request = self._parse(request)
-            pipeline = self._label(reward_request.pipeline)
-            response = await self.engine.score(reward_request)
-            code = "OK"
-            return convert.response_to_proto(response)
         except RefereeError as exc:
-            code = GRPC_STATUS[exc.kind]
+            self._count("Score", "?", GRPC_STATUS[exc.kind], time.perf_counter())
             await self._abort(context, exc)
-        except Exception as exc:
-            log.exception("unhandled error in Score")
-            await self._abort(context, _internal(exc))
-        finally:
-            self._count("Score", pipeline, code, started)
+        try:
+            return await self._scored("Score", request)
+        except RefereeError as exc:
+            await self._abort(context, exc)
         raise AssertionError("unreachable: context.abort raises")
 
     async def ScoreStream(
@@ -121,6 +113,13 @@ class RefereeServicer(pb_grpc.RefereeServicer):
     async def _score_message(self, message: pb.RewardRequest) -> pb.RewardResponse:
         """One stream message scored as one request; a request-level failure becomes an
         inline error on each of its items, so every id is still answered exactly once."""
+        try:
+            return await self._scored("ScoreStream", message)
+        except RefereeError as exc:
+            return _failed_message(message, exc)
+
+    async def _scored(self, method: str, message: pb.RewardRequest) -> pb.RewardResponse:
+        """Validate, score with the engine, count; every failure as a RefereeError."""
         started = time.perf_counter()
         pipeline, code = "?", "INTERNAL"
         try:
@@ -131,12 +130,12 @@ class RefereeServicer(pb_grpc.RefereeServicer):
             return convert.response_to_proto(response)
         except RefereeError as exc:
             code = GRPC_STATUS[exc.kind]
-            return _failed_message(message, exc)
+            raise
         except Exception as exc:
-            log.exception("unhandled error in a ScoreStream message")
-            return _failed_message(message, _internal(exc))
+            log.exception("unhandled error in %s", method)
+            raise _internal(exc) from exc
         finally:
-            self._count("ScoreStream", pipeline, code, started)
+            self._count(method, pipeline, code, started)
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         metadata = _metadata(context)
