@@ -212,7 +212,10 @@ async def _fill_queue(server: Server, tag: str) -> asyncio.Task[httpx.Response]:
     }
     task = asyncio.create_task(client.post("/v1/rewards", json=body))
     task.add_done_callback(lambda _: asyncio.ensure_future(client.aclose()))
-    await asyncio.sleep(0.15)
+    deadline = time.monotonic() + 10
+    while server.metric("referee_queue_depth", scorer="queued") < 2:  # two waiting, one running
+        assert time.monotonic() < deadline, "the filler request never filled the queue"
+        await asyncio.sleep(0.02)
     return task
 
 
