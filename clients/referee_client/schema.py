@@ -22,6 +22,7 @@ __all__ = [
     "RewardRequest",
     "RewardResponse",
     "RewardResult",
+    "ServerLimits",
     "Usage",
 ]
 
@@ -198,3 +199,12 @@ class ErrorBody(BaseModel):
     """The body of every failed HTTP response."""
 
     error: ErrorDetail
+
+
+class ServerLimits(BaseModel):
+    """What one request may hold (GET /v1/limits, gRPC GetLimits): clients split above it."""
+
+    max_items_per_request: int
+    max_request_bytes: int
+    max_text_chars: int
+    request_timeout_s: float

@@ -53,8 +53,11 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Overrides server.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Overrides server.port.")] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="Overrides server.grpc_port (0: no gRPC).")
+    ] = None,
 ) -> None:
-    """Start the HTTP gateway (embedded mode: one process)."""
+    """Start the HTTP gateway, and the gRPC one when a gRPC port is set (one process)."""
     import uvicorn
 
     from referee.http import build_app
@@ -64,6 +67,8 @@ def serve(
         settings.server.host = host
     if port is not None:
         settings.server.port = port
+    if grpc_port is not None:
+        settings.server.grpc_port = grpc_port
     logging.basicConfig(
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -71,6 +76,9 @@ def serve(
     source = config or "the embedded default config"
     typer.echo(f"referee: serving {source} on http://{settings.server.host}:{settings.server.port}",
                err=True)  # fmt: skip
+    if settings.server.grpc_port:
+        where = f"{settings.server.host}:{settings.server.grpc_port}"
+        typer.echo(f"referee: gRPC (referee.v1) on {where}", err=True)
     app_ = build_app(settings)
     grace = settings.server.shutdown_grace_s
     server_config = uvicorn.Config(

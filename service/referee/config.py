@@ -60,6 +60,10 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Serve the gRPC API (referee.v1) on this port next to HTTP; null or 0: off.",
+    )  # fmt: skip
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="When non-empty, /v1 routes need `Authorization: Bearer KEY` or "

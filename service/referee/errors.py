@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["HTTP_STATUS", "ErrorKind", "RefereeError"]
+from pydantic import ValidationError
+
+__all__ = ["GRPC_STATUS", "HTTP_STATUS", "ErrorKind", "RefereeError", "from_validation_error"]
 
 
 class ErrorKind(str, enum.Enum):
@@ -35,6 +37,23 @@ HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.CLIENT_CLOSED: 499,  # nginx's convention; nobody reads the body
 }
 
+# Names of grpc.StatusCode members (kept as text so this module never imports grpc).
+# A client retries only UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED, so a
+# request that is too large is INVALID_ARGUMENT (split it), not RESOURCE_EXHAUSTED.
+GRPC_STATUS: dict[ErrorKind, str] = {
+    ErrorKind.BAD_REQUEST: "INVALID_ARGUMENT",
+    ErrorKind.UNAUTHORIZED: "UNAUTHENTICATED",
+    ErrorKind.NOT_FOUND: "NOT_FOUND",
+    ErrorKind.METHOD_NOT_ALLOWED: "UNIMPLEMENTED",
+    ErrorKind.PAYLOAD_TOO_LARGE: "INVALID_ARGUMENT",
+    ErrorKind.INVALID_REQUEST: "INVALID_ARGUMENT",
+    ErrorKind.OVERLOADED: "RESOURCE_EXHAUSTED",
+    ErrorKind.NOT_READY: "UNAVAILABLE",
+    ErrorKind.TIMEOUT: "DEADLINE_EXCEEDED",
+    ErrorKind.INTERNAL: "INTERNAL",
+    ErrorKind.CLIENT_CLOSED: "CANCELLED",
+}
+
 
 class RefereeError(Exception):
     """A request-level failure with a kind, a message that says what to fix, and the field."""
@@ -55,3 +74,15 @@ class RefereeError(Exception):
 
     def __repr__(self) -> str:
         return f"RefereeError({self.kind.value}, {self.message!r}, param={self.param!r})"
+
+
+def from_validation_error(exc: ValidationError) -> RefereeError:
+    """A pydantic error on a request as INVALID_REQUEST, naming the first bad field
+    (``items[3].response``) and how many more there are."""
+    first = exc.errors()[0]
+    param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+    message = first["msg"].removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return RefereeError(ErrorKind.INVALID_REQUEST, message, param=param or None)

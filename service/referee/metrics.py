@@ -35,6 +35,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.grpc_requests = Counter(
+            "referee_grpc_requests",
+            "gRPC calls by method, pipeline and status code (a ScoreStream message counts "
+            "as one call of method ScoreStream).",
+            ["method", "pipeline", "code"],
+            registry=r,
+        )
+        self.grpc_latency = Histogram(
+            "referee_grpc_latency_seconds",
+            "Time to answer a gRPC call (or one ScoreStream message), by method and code.",
+            ["method", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.items = Counter(
             "referee_items",
             "Items scored, by pipeline and outcome (ok or error).",

@@ -18,6 +18,7 @@ from referee import __version__
 from referee.config import Settings
 from referee.engine import RewardEngine
 from referee.errors import HTTP_STATUS, ErrorKind, RefereeError
+from referee.http.compat import router as compat_router
 from referee.http.routes import router
 from referee.metrics import Metrics
 from referee_client.schema import RewardRequest
@@ -78,11 +79,22 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
             with contextlib.suppress(Exception):  # recorded in engine.startup_error
                 await engine.start()
 
+        gateway = None
+        server = settings.server
+        if server.grpc_port:  # the gRPC gateway shares this loop and this engine
+            from referee.grpc import start_grpc_gateway
+
+            gateway = await start_grpc_gateway(
+                engine, metrics, app.state.api_keys, host=server.host, port=server.grpc_port
+            )
+        app.state.grpc = gateway
         starter = asyncio.create_task(start())
         app.state.starter = starter
         try:
             yield
         finally:
+            if gateway is not None:  # calls in flight are answered by the engine at the grace
+                await gateway.stop(grace_s=server.shutdown_grace_s + 1.0)
             if not starter.done():
                 starter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -100,13 +112,14 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
     app.state.metrics = metrics
     app.state.api_keys = settings.server.all_api_keys()
     app.include_router(router)
+    app.include_router(compat_router)
     _document_request_body(app)
 
     @app.middleware("http")
     async def _count_reward_requests(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.url.path != "/v1/rewards":
+        if request.url.path != "/v1/rewards" and not request.url.path.startswith("/openrlhf/"):
             return await call_next(request)
         started = time.perf_counter()
         status = 500

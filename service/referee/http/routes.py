@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any
 
@@ -12,11 +11,12 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from referee.engine import PipelineInfo, RewardEngine
-from referee.errors import HTTP_STATUS, ErrorKind, RefereeError
+from referee.errors import HTTP_STATUS, ErrorKind, RefereeError, from_validation_error
+from referee.gateway import check_api_key, server_limits
 from referee.metrics import CONTENT_TYPE_LATEST, Metrics
-from referee_client.schema import ErrorBody, RewardRequest, RewardResponse
+from referee_client.schema import ErrorBody, RewardRequest, RewardResponse, ServerLimits
 
-__all__ = ["router"]
+__all__ = ["parse_json", "read_body", "router"]
 
 
 def _engine(request: Request) -> RewardEngine:
@@ -25,23 +25,11 @@ def _engine(request: Request) -> RewardEngine:
 
 
 def require_api_key(request: Request) -> None:
-    keys: list[str] = request.app.state.api_keys
-    if not keys:
-        return
-    supplied = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if supplied is None and auth[:7].lower() == "bearer ":
-        supplied = auth[7:].strip()
-    if not supplied:
-        raise RefereeError(
-            ErrorKind.UNAUTHORIZED,
-            "missing API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`",
-        )
-    matched = False
-    for key in keys:  # compare with every key, in constant time each
-        matched |= hmac.compare_digest(supplied.encode(), key.encode())
-    if not matched:
-        raise RefereeError(ErrorKind.UNAUTHORIZED, "invalid API key")
+    check_api_key(
+        request.app.state.api_keys,
+        api_key=request.headers.get("x-api-key"),
+        authorization=request.headers.get("authorization"),
+    )
 
 
 router = APIRouter()
@@ -52,7 +40,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RefereeError(
@@ -75,16 +63,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _validation_error(exc: ValidationError) -> RefereeError:
-    first = exc.errors()[0]
-    param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
-    message = first["msg"].removeprefix("Value error, ")
-    more = len(exc.errors()) - 1
-    if more:
-        message += f" (and {more} more error{'s' if more > 1 else ''})"
-    return RefereeError(ErrorKind.INVALID_REQUEST, message, param=param or None)
-
-
 @v1.post(
     "/rewards",
     response_model=RewardResponse,
@@ -101,8 +79,8 @@ def _validation_error(exc: ValidationError) -> RefereeError:
 async def score_rewards(request: Request) -> Response:
     """Score rollouts with a pipeline: one result per item, in request order."""
     engine = _engine(request)
-    body = await _read_body(request, engine.settings.server.max_request_bytes)
-    payload = _parse_json(body)
+    body = await read_body(request, engine.settings.server.max_request_bytes)
+    payload = parse_json(body)
     named = payload.get("pipeline", "default")
     if isinstance(named, str) and named in engine.pipelines:
         request.state.pipeline = named  # unknown names stay "?": clients cannot grow label sets
@@ -117,14 +95,14 @@ async def score_rewards(request: Request) -> Response:
     try:
         reward_request = RewardRequest.model_validate(payload)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise from_validation_error(exc) from None
     except RecursionError:
         raise RefereeError(ErrorKind.BAD_REQUEST, "body is nested too deeply") from None
     response = await engine.score(reward_request)
     return Response(response.model_dump_json(), media_type="application/json")
 
 
-def _parse_json(body: bytes) -> dict[str, Any]:
+def parse_json(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -200,6 +178,12 @@ async def pipeline_stats(name: str, request: Request) -> dict[str, object]:
     engine = _engine(request)
     engine.pipeline(name)  # 404 for an unknown name
     return engine.monitors[name].export(request.app.state.metrics)
+
+
+@v1.get("/limits", response_model=ServerLimits, responses=_ERRORS)
+async def limits(request: Request) -> ServerLimits:
+    """What one request may hold; the SDK splits larger batches under these."""
+    return server_limits(_engine(request).settings.server)
 
 
 router.include_router(v1)

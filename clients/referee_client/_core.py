@@ -1,0 +1,232 @@
+"""The async engine of both clients: item checks, chunking under the server's limits,
+the concurrency limit, retries with backoff. Transports only move one request."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from referee_client.errors import APIStatusError, RefereeError, is_retryable
+from referee_client.schema import (
+    RewardItem,
+    RewardOptions,
+    RewardRequest,
+    RewardResponse,
+    RewardResult,
+    ServerLimits,
+    Usage,
+)
+
+__all__ = ["ClientCore", "ClientSettings", "ItemLike", "RequestTooLargeError", "plan_chunks"]
+
+ItemLike = RewardItem | Mapping[str, Any]
+FALLBACK_CHUNK = 1000  # when the server does not publish its limits
+
+
+class RequestTooLargeError(Exception):
+    """Raised by a transport before sending: the encoded request is over the server's
+    byte limit, so the core splits it. Never leaves the SDK."""
+
+
+class Transport(Protocol):
+    async def score(
+        self, request: RewardRequest, *, timeout: float | None, max_bytes: int | None
+    ) -> RewardResponse: ...
+
+    async def limits(self, *, timeout: float | None) -> ServerLimits | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    base_url: str
+    api_key: str | None
+    timeout: float
+    max_retries: int
+    chunk_size: int
+    max_concurrency: int
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 8.0
+
+
+def as_items(items: Sequence[ItemLike] | ItemLike) -> list[RewardItem]:
+    """Items as models, refusing bad ones and duplicate ids with the index and field."""
+    if isinstance(items, RewardItem | Mapping):
+        items = [items]
+    out: list[RewardItem] = []
+    for i, item in enumerate(items):
+        if isinstance(item, RewardItem):
+            out.append(item)
+            continue
+        try:
+            out.append(RewardItem.model_validate(item))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            raise ValueError(
+                f"items[{i}]{where}: {first['msg'].removeprefix('Value error, ')}"
+            ) from None
+    counts = collections.Counter(item.id for item in out)
+    dups = sorted(item_id for item_id, n in counts.items() if n > 1)
+    if dups:
+        raise ValueError(f"item ids must be unique within a call; duplicated: {dups[:10]}")
+    return out
+
+
+def plan_chunks(items: Sequence[RewardItem], size: int) -> list[list[int]]:
+    """Indices of items per request, at most ``size`` each. Items of one ``group`` stay in
+    one request (group normalisation needs the whole group) unless the group alone is
+    larger than ``size``; ungrouped items fill the gaps in their order."""
+    buckets: dict[str, list[int]] = {}
+    order: list[list[int]] = []
+    for i, item in enumerate(items):
+        if item.group is None:
+            order.append([i])
+        elif item.group in buckets:
+            buckets[item.group].append(i)
+        else:
+            buckets[item.group] = [i]
+            order.append(buckets[item.group])
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    for bucket in order:
+        if current and len(current) + len(bucket) > size:
+            chunks.append(current)
+            current = []
+        while len(bucket) > size:  # a group larger than a request: split it
+            chunks.append(bucket[:size])
+            bucket = bucket[size:]
+        current = current + bucket
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def combine(parts: Sequence[RewardResponse], results: list[RewardResult]) -> RewardResponse:
+    """One response from the responses of a call's requests (results already in order)."""
+    return RewardResponse(
+        pipeline=parts[0].pipeline,
+        pipeline_version=parts[0].pipeline_version,
+        results=results,
+        usage=Usage(
+            items=sum(p.usage.items for p in parts),
+            cache_hits=sum(p.usage.cache_hits for p in parts),
+            errors=sum(p.usage.errors for p in parts),
+        ),
+    )
+
+
+class ClientCore:
+    def __init__(self, settings: ClientSettings, transport: Transport) -> None:
+        self.settings = settings
+        self.transport = transport
+        self._slots: asyncio.Semaphore | None = None
+        self._limits: ServerLimits | None = None
+        self._limits_known = False
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        if self._slots is None:  # created in the loop that uses it
+            self._slots = asyncio.Semaphore(self.settings.max_concurrency)
+        return self._slots
+
+    async def limits(self) -> ServerLimits | None:
+        """The server's published limits (asked once), or None for a server without them."""
+        if not self._limits_known:
+            self._limits = await self._retrying(
+                lambda timeout: self.transport.limits(timeout=timeout), self.settings.timeout
+            )
+            self._limits_known = True
+        return self._limits
+
+    async def chunk_size(self) -> int:
+        limits = await self.limits()
+        if limits is None:
+            return min(self.settings.chunk_size, FALLBACK_CHUNK)
+        return max(1, min(self.settings.chunk_size, limits.max_items_per_request))
+
+    async def score(
+        self,
+        items: Sequence[ItemLike] | ItemLike,
+        *,
+        pipeline: str,
+        options: RewardOptions,
+        timeout: float | None,
+    ) -> RewardResponse:
+        models = as_items(items)
+        if not models:
+            raise ValueError("items is empty: give at least one item")
+        chunks = plan_chunks(models, await self.chunk_size())
+        limits = await self.limits()
+        max_bytes = limits.max_request_bytes if limits is not None else None
+        budget = timeout if timeout is not None else self.settings.timeout
+        if options.timeout_s is None:  # the server stops working for us when we stop waiting
+            options = options.model_copy(update={"timeout_s": min(budget, 3600.0)})
+        parts = await asyncio.gather(
+            *(
+                self.send([models[i] for i in chunk], pipeline, options, budget, max_bytes)
+                for chunk in chunks
+            )
+        )
+        placed: list[RewardResult | None] = [None] * len(models)
+        for chunk, part in zip(chunks, parts, strict=True):
+            for i, result in zip(chunk, part.results, strict=True):
+                placed[i] = result
+        results = [r for r in placed if r is not None]
+        if len(results) != len(models):  # a server bug; never hand back a short list
+            raise RefereeError(f"the server answered {len(results)} of {len(models)} items")
+        return combine(parts, results)
+
+    async def send(
+        self,
+        items: list[RewardItem],
+        pipeline: str,
+        options: RewardOptions,
+        timeout: float,
+        max_bytes: int | None,
+    ) -> RewardResponse:
+        request = RewardRequest(pipeline=pipeline, items=items, options=options)
+        try:
+            return await self._retrying(
+                lambda t: self.transport.score(request, timeout=t, max_bytes=max_bytes), timeout
+            )
+        except RequestTooLargeError:  # over the byte limit: halves, each checked again
+            half = len(items) // 2
+            left, right = await asyncio.gather(
+                self.send(items[:half], pipeline, options, timeout, max_bytes),
+                self.send(items[half:], pipeline, options, timeout, max_bytes),
+            )
+            return combine([left, right], left.results + right.results)
+
+    async def _retrying(self, call: Any, timeout: float) -> Any:
+        """``call(timeout)`` under the concurrency limit; retried while safe."""
+        attempt = 0
+        while True:
+            try:
+                async with self.slots:
+                    # transport deadline a little after the server's, so its 504 arrives first
+                    return await call(timeout + 1.0)
+            except RefereeError as exc:
+                if attempt >= self.settings.max_retries or not is_retryable(exc):
+                    raise
+                await asyncio.sleep(self.backoff(attempt, exc))
+                attempt += 1
+
+    def backoff(self, attempt: int, exc: RefereeError) -> float:
+        """Retry-After when the server gave one (up to a minute), else capped exponential
+        backoff with jitter, so many clients refused at once do not come back at once."""
+        retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
+        if retry_after is not None and retry_after <= 60:
+            return retry_after
+        delay = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2**attempt)
+        return delay * (0.5 + random.random() / 2)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()

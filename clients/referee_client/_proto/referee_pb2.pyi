@@ -1,0 +1,159 @@
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Message(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class RewardItem(_message.Message):
+    __slots__ = ("id", "prompt", "response", "messages", "reference", "group", "reference_rewards", "metadata")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    prompt: str
+    response: str
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    reference: str
+    group: str
+    reference_rewards: _containers.RepeatedScalarFieldContainer[float]
+    metadata: _struct_pb2.Struct
+    def __init__(self, id: _Optional[str] = ..., prompt: _Optional[str] = ..., response: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., reference: _Optional[str] = ..., group: _Optional[str] = ..., reference_rewards: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class DoubleList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class RewardOptions(_message.Message):
+    __slots__ = ("return_components", "timeout_s", "group_reference_rewards")
+    class GroupReferenceRewardsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: DoubleList
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[DoubleList, _Mapping]] = ...) -> None: ...
+    RETURN_COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    GROUP_REFERENCE_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    return_components: bool
+    timeout_s: float
+    group_reference_rewards: _containers.MessageMap[str, DoubleList]
+    def __init__(self, return_components: _Optional[bool] = ..., timeout_s: _Optional[float] = ..., group_reference_rewards: _Optional[_Mapping[str, DoubleList]] = ...) -> None: ...
+
+class RewardRequest(_message.Message):
+    __slots__ = ("pipeline", "items", "options")
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    pipeline: str
+    items: _containers.RepeatedCompositeFieldContainer[RewardItem]
+    options: RewardOptions
+    def __init__(self, pipeline: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RewardItem, _Mapping]]] = ..., options: _Optional[_Union[RewardOptions, _Mapping]] = ...) -> None: ...
+
+class ItemError(_message.Message):
+    __slots__ = ("type", "message")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    message: str
+    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class RewardResult(_message.Message):
+    __slots__ = ("id", "reward", "components", "steps", "cached", "error", "info", "truncated")
+    class ComponentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _struct_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+    class InfoEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reward: float
+    components: _containers.MessageMap[str, _struct_pb2.Value]
+    steps: _containers.RepeatedScalarFieldContainer[float]
+    cached: bool
+    error: ItemError
+    info: _containers.ScalarMap[str, str]
+    truncated: bool
+    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., components: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., steps: _Optional[_Iterable[float]] = ..., cached: _Optional[bool] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., info: _Optional[_Mapping[str, str]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("items", "cache_hits", "errors")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    items: int
+    cache_hits: int
+    errors: int
+    def __init__(self, items: _Optional[int] = ..., cache_hits: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
+
+class RewardResponse(_message.Message):
+    __slots__ = ("pipeline", "pipeline_version", "results", "usage")
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    pipeline: str
+    pipeline_version: str
+    results: _containers.RepeatedCompositeFieldContainer[RewardResult]
+    usage: Usage
+    def __init__(self, pipeline: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., results: _Optional[_Iterable[_Union[RewardResult, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+
+class ErrorDetail(_message.Message):
+    __slots__ = ("type", "message", "param")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PARAM_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    message: str
+    param: str
+    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
+
+class LimitsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerLimits(_message.Message):
+    __slots__ = ("max_items_per_request", "max_request_bytes", "max_text_chars", "request_timeout_s")
+    MAX_ITEMS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    max_items_per_request: int
+    max_request_bytes: int
+    max_text_chars: int
+    request_timeout_s: float
+    def __init__(self, max_items_per_request: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., request_timeout_s: _Optional[float] = ...) -> None: ...

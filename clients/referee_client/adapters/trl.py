@@ -1,0 +1,106 @@
+"""TRL: a reward function for ``GRPOTrainer(reward_funcs=[...])``.
+
+    from referee_client.adapters.trl import RefereeReward
+    trainer = GRPOTrainer(model=..., reward_funcs=[RefereeReward("http://referee:8000",
+                          pipeline="math_rl")], train_dataset=dataset, args=GRPOConfig(...))
+
+TRL calls ``reward_func(prompts=..., completions=..., completion_ids=..., trainer_state=...,
+**dataset_columns)`` and expects one float per completion (``None``: not applicable, which
+TRL turns into NaN). Completions are text, or (conversational datasets) lists of message
+dicts. The first dataset column named in ``reference_columns`` is sent as the item's
+``reference``; the other JSON-like columns go into ``metadata``. Completions of the same
+prompt share a ``group``, so a pipeline's group normalisation sees each GRPO group.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from referee_client.adapters._common import process_client, rewards_of
+from referee_client.client import RewardClient
+from referee_client.schema import RewardItem
+
+__all__ = ["RefereeReward"]
+
+# What TRL passes that is not a dataset column.
+TRAINER_KWARGS = frozenset({"completion_ids", "trainer_state", "log_extra", "log_metric",
+                            "step", "run_name", "environments"})  # fmt: skip
+DEFAULT_REFERENCE_COLUMNS = ("solution", "answer", "ground_truth", "reference")
+
+
+def _messages(value: Any, what: str) -> list[dict[str, str]]:
+    out = []
+    for message in value:
+        if not isinstance(message, Mapping) or not isinstance(message.get("content"), str):
+            raise ValueError(f"{what}: expected messages like {{'role': ..., 'content': str}}")
+        out.append({"role": str(message.get("role", "assistant")), "content": message["content"]})
+    return out
+
+
+def _json_like(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class RefereeReward:
+    """A TRL reward function backed by a Referee pipeline."""
+
+    def __init__(
+        self, base_url: str | None = None, *, pipeline: str = "default",
+        reference_columns: Sequence[str] = DEFAULT_REFERENCE_COLUMNS,
+        metadata_columns: Sequence[str] | None = None, name: str | None = None,
+        error_value: float | None = None, client: RewardClient | None = None,
+        api_key: str | None = None,
+    ) -> None:  # fmt: skip
+        self.pipeline = pipeline
+        self.reference_columns = tuple(reference_columns)
+        self.metadata_columns = None if metadata_columns is None else tuple(metadata_columns)
+        self.error_value = error_value
+        self.__name__ = name or f"referee_{pipeline}"  # TRL logs rewards under this name
+        self._client = client
+        self._base_url = base_url
+        self._api_key = api_key
+        self._calls = itertools.count()
+
+    @property
+    def client(self) -> RewardClient:
+        return self._client or process_client(self._base_url, self._api_key)
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float | None]:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        columns = {k: v for k, v in kwargs.items() if k not in TRAINER_KWARGS}
+        reference = next((c for c in self.reference_columns if c in columns), None)
+        wanted = self.metadata_columns
+        extra = {
+            k: v for k, v in columns.items() if k != reference and (wanted is None or k in wanted)
+        }
+        call = next(self._calls)
+        groups: dict[str, str] = {}
+        items = []
+        for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+            prompt_key = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+            group = groups.setdefault(prompt_key, f"{call}-p{len(groups)}")
+            item: dict[str, Any] = {"id": f"{call}-{i}", "group": group}
+            if isinstance(completion, str):
+                item["response"] = completion
+                item["prompt"] = prompt if isinstance(prompt, str) else None
+            else:
+                history = [] if isinstance(prompt, str) else _messages(prompt, f"prompts[{i}]")
+                item["messages"] = history + _messages(completion, f"completions[{i}]")
+            if reference is not None and columns[reference][i] is not None:
+                item["reference"] = str(columns[reference][i])
+            metadata = {k: v[i] for k, v in extra.items() if _json_like(v[i])}
+            if metadata:
+                item["metadata"] = metadata
+            items.append(RewardItem.model_validate(item))
+        response = self.client.score(items, pipeline=self.pipeline)
+        return rewards_of(response, self.error_value)

@@ -1,0 +1,65 @@
+"""verl: a custom reward function, configured through the environment.
+
+    export REFEREE_URL=http://referee:8000 REFEREE_PIPELINE=math_rl
+    VERL_REWARD=$(python -c 'import referee_client.adapters.verl as m; print(m.__file__)')
+    python -m verl.trainer.main_ppo ... \\
+        custom_reward_function.path=$VERL_REWARD \\
+        custom_reward_function.name=compute_score_batch \\
+        reward_model.reward_manager=batch
+
+``compute_score`` has the per-item signature verl's default (naive) reward manager calls;
+``compute_score_batch`` the one its ``batch`` reward manager calls, one request per batch
+(much faster). ``extra_info`` goes into the item's ``metadata`` (its ``group``/``uid``, if
+any, becomes the item's group). An item the pipeline could not score gets
+``$REFEREE_ERROR_REWARD`` (default 0.0), since verl needs a number.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from referee_client.adapters._common import process_client, rewards_of
+from referee_client.schema import RewardItem
+
+__all__ = ["compute_score", "compute_score_batch"]
+
+
+def _item(i: int, data_source: Any, solution: str, truth: Any, extra: Any) -> RewardItem:
+    metadata: dict[str, Any] = {"data_source": data_source}
+    group = None
+    if isinstance(extra, dict):
+        metadata.update(extra)
+        group = extra.get("group", extra.get("uid"))
+    return RewardItem(
+        id=str(i), response=solution, metadata=metadata,
+        reference=None if truth is None else str(truth),
+        group=None if group is None else str(group),
+    )  # fmt: skip
+
+
+def compute_score_batch(
+    data_sources: Sequence[Any], solution_strs: Sequence[str], ground_truths: Sequence[Any],
+    extra_infos: Sequence[Any] | None = None, **kwargs: Any,
+) -> list[float]:  # fmt: skip
+    """Rewards for a batch, in order (verl's BatchRewardManager signature)."""
+    extras = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
+    items = [
+        _item(i, *row)
+        for i, row in enumerate(
+            zip(data_sources, solution_strs, ground_truths, extras, strict=True)
+        )
+    ]
+    if not items:
+        return []
+    response = process_client().score(items, pipeline=os.environ.get("REFEREE_PIPELINE", "default"))
+    fallback = float(os.environ.get("REFEREE_ERROR_REWARD", "0.0"))
+    return [fallback if r is None else r for r in rewards_of(response, fallback)]
+
+
+def compute_score(
+    data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any
+) -> float:
+    """One reward (verl's default reward manager signature)."""
+    return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info])[0]
