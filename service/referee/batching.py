@@ -35,8 +35,10 @@ __all__ = ["DynamicBatcher", "Pending"]
 
 log = logging.getLogger(__name__)
 
-# Length ordering looks at this many of the oldest waiting items (sorting is O(n log n)).
+# Length ordering looks at this many of the oldest waiting items (sorting is O(n log n)),
+# and grows a batch only while real tokens are at least this share of padded tokens.
 _LENGTH_WINDOW = 8192
+_MIN_PADDING_EFFICIENCY = 0.85
 
 
 @dataclass(slots=True)
@@ -149,31 +151,36 @@ class DynamicBatcher:
 
     def _take_by_length(self) -> list[Pending]:
         """The oldest item (so none starves) plus the waiting items nearest to it in cost,
-        while count <= max_batch_size and longest x count <= token budget: sorting by length
-        keeps padded batches full of real tokens."""
+        while count <= max_batch_size, longest x count <= token budget, and real tokens
+        stay at least ``_MIN_PADDING_EFFICIENCY`` of padded ones: a long item waits for
+        no short ones to pad, and short ones are not padded to a long one's length."""
         self._drop_expired()
         if not self._queue:
             return []
         waiting = list(itertools.islice(self._queue, _LENGTH_WINDOW))
         ranked = sorted(range(len(waiting)), key=lambda i: waiting[i].cost)
         lo = hi = ranked.index(0)  # the oldest item's place in cost order
-        longest = waiting[0].cost
+        anchor = longest = real = waiting[0].cost
         limit = self.settings.max_batch_size
         while hi - lo + 1 < limit:
             left = waiting[ranked[lo - 1]].cost if lo > 0 else None
             right = waiting[ranked[hi + 1]].cost if hi + 1 < len(ranked) else None
             if left is None and right is None:
                 break
-            anchor = waiting[0].cost
             take_left = right is None or (left is not None and anchor - left <= right - anchor)
-            new_longest = longest if take_left else max(longest, right or 0)
-            if new_longest * (hi - lo + 2) > self.settings.max_batch_tokens:
+            cost = left if take_left else right
+            assert cost is not None
+            new_longest = max(longest, cost)
+            count = hi - lo + 2
+            if new_longest * count > self.settings.max_batch_tokens:
+                break
+            if real + cost < _MIN_PADDING_EFFICIENCY * new_longest * count:
                 break
             if take_left:
                 lo -= 1
             else:
                 hi += 1
-            longest = new_longest
+            longest, real = new_longest, real + cost
         chosen = {id(waiting[ranked[i]]) for i in range(lo, hi + 1)}
         batch = [p for p in self._queue if id(p) in chosen]
         self._queue = deque(p for p in self._queue if id(p) not in chosen)

@@ -180,3 +180,17 @@ async def test_length_order_packs_similar_lengths_and_never_starves_the_oldest()
     assert "x" * 900 in by_length.batches[0]
     assert all(max(map(len, b)) * len(b) <= 4000 for b in by_length.batches)
     assert efficiency >= 0.9 > arrival_efficiency
+
+
+async def test_length_order_does_not_pad_short_items_to_a_long_oldest_one() -> None:
+    scorer = Recorder()
+    texts = ["x" * 400] + ["y" * 10] * 20
+    batcher = DynamicBatcher(scorer, BatchingSettings(max_batch_size=64, order="length"), Metrics())
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in texts]
+    batcher.submit([(item(t, i), f) for i, (t, f) in enumerate(zip(texts, futures, strict=True))])
+    batcher.start()
+    await asyncio.gather(*futures)
+    await batcher.stop()
+    assert scorer.batches[0] == ["x" * 400]  # the oldest goes first, and alone
+    assert scorer.batches[1:] == [["y" * 10] * 20]

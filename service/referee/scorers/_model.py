@@ -121,7 +121,7 @@ class ModelScorer(Scorer):
     batch_order = "length"
     default_batching: ClassVar[dict[str, object]] = {
         "max_batch_size": 64,
-        "max_batch_tokens": 16_384,
+        "max_batch_tokens": 8_192,
         "max_concurrent_batches": 1,
         "max_wait_ms": 5.0,
     }

@@ -68,10 +68,6 @@ class LikelihoodScorer(ModelScorer):
     Options: ClassVar[type[ModelOptions]] = LikelihoodOptions
     options: LikelihoodOptions
     auto_class = "AutoModelForCausalLM"
-    default_batching: ClassVar[dict[str, object]] = {
-        **ModelScorer.default_batching,
-        "max_batch_tokens": 8_192,
-    }
 
     def after_load(self, loaded: LoadedModel) -> None:
         if self.options.mode == "followup" and not self.chat:
