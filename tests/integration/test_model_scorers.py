@@ -290,3 +290,30 @@ def test_config_errors_name_the_scorer_and_what_to_fix(
         load({"model": str(minilm_classifier), "mode": "followup"}, kind="likelihood")
     with pytest.raises(ConfigError, match="package 'no_such_pkg' is not installed"):
         load({"model": "package:no_such_pkg/model"})
+
+
+async def test_reward_read_at_an_appended_token_equals_the_plain_forward(
+    smollm_classifier: Path,
+) -> None:
+    """InternLM2-Reward's recipe: the template's text without added special tokens, then
+    a dedicated reward token; here the backbone's <|im_start|> (id 1, not its pad token)
+    plays that token."""
+    s = scorer("classifier", model=str(smollm_classifier), add_special_tokens=False,
+               append_token_id=1)  # fmt: skip
+    await s.setup()
+    item = score_input("The answer is 5.", prompt="What is 2+3?")
+    (result,) = await s.score_batch([item])
+    tok = s.model.tokenizer
+    chat = [
+        {"role": "user", "content": item.prompt},
+        {"role": "assistant", "content": item.response},
+    ]
+    ids = tok(tok.apply_chat_template(chat, tokenize=False), add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        expected = float(s.model.model(input_ids=torch.tensor([[*ids, 1]])).logits[0, 0])
+    assert result.value == pytest.approx(expected, abs=1e-4)
+    plain = scorer("classifier", model=str(smollm_classifier))
+    await plain.setup()
+    (without,) = await plain.score_batch([item])
+    assert without.value is not None
+    assert without.value != pytest.approx(expected, abs=1e-3)  # the token is really read

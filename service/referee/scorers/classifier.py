@@ -32,6 +32,19 @@ class ClassifierOptions(ModelOptions):
         default="{prompt}{response}", description="For input: text ({prompt}, {response})."
     )
     index: int = Field(default=0, ge=0, description="The logit that is the reward.")
+    auto_class: Literal["AutoModelForSequenceClassification", "AutoModel"] = Field(
+        default="AutoModelForSequenceClassification",
+        description="AutoModel for remote-code reward models (InternLM2-Reward, ArmoRM).",
+    )
+    add_special_tokens: bool = Field(
+        default=True, description="Let the tokenizer add its BOS/EOS to the rendered text."
+    )
+    append_token_id: int | None = Field(
+        default=None,
+        ge=0,
+        description="A token appended after the rendered input, for models that read their "
+        "reward at a dedicated token (InternLM2-Reward: 92527).",
+    )
     aspects: dict[str, int] | None = Field(
         default=None,
         description="Named logits (or, for models with a `rewards` output, named entries of "
@@ -55,6 +68,9 @@ class ClassifierScorer(ModelScorer):
     options: ClassifierOptions
     auto_class = "AutoModelForSequenceClassification"
 
+    def model_class(self) -> str:
+        return self.options.auto_class
+
     def input_mode(self) -> str:
         mode = self.options.input
         if mode == "auto":
@@ -63,14 +79,19 @@ class ClassifierScorer(ModelScorer):
 
     def encode(self, item: ScoreInput) -> Encoded:
         mode = self.input_mode()
+        special = self.options.add_special_tokens
         if mode == "chat":
-            seq = Seq(self.tokens(self.render(self.conversation(item))))
+            seq = Seq(self.tokens(self.render(self.conversation(item)), special))
         elif mode == "pair":
             enc = self.model.tokenizer(item.prompt, item.response)
             seq = Seq(list(enc["input_ids"]), _type_ids(enc))
         else:
             text = self.options.text_template.format(prompt=item.prompt, response=item.response)
-            seq = Seq(self.tokens(text))
+            seq = Seq(self.tokens(text, special))
+        if self.options.append_token_id is not None:
+            seq.ids.append(self.options.append_token_id)
+            if seq.type_ids is not None:
+                seq.type_ids.append(seq.type_ids[-1])
         seq, note = self.fit(seq)
         return Encoded([seq], truncated=note)
 
@@ -79,7 +100,7 @@ class ClassifierScorer(ModelScorer):
         output = self.model.model(**self.collate(seqs))
         score = getattr(output, "score", None)
         rewards = getattr(output, "rewards", None)
-        logits = output.logits.float()
+        logits = (output.logits if hasattr(output, "logits") else output[0]).float()
         values = (score if score is not None else logits[:, self.options.index]).float()
         vector = (rewards if rewards is not None else logits).float()
         results = []
