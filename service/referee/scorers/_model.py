@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -135,6 +136,9 @@ class ModelScorer(Scorer):
         # One forward pass at a time per model: torch already uses every core for one.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, f"referee-{name}")
         self._accepts_positions = False
+        # A fast tokenizer resets its truncation state on every call and fails with
+        # "Already borrowed" when two threads use it at once: one tokenizing thread at a time.
+        self._tokenizing = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
     def model_kwargs(self) -> dict[str, object]:
@@ -289,11 +293,21 @@ class ModelScorer(Scorer):
         return fitted, f"truncated ({mode}): kept {limit} of {n} tokens"
 
     async def prepare(self, items: Sequence[ScoreInput]) -> list[Prepared]:
-        if sum(len(i.response) + len(i.prompt) for i in items) <= _INLINE_CHARS:
-            return self._prepare_all(items)
+        """Small requests tokenize on the event loop (a thread hop costs more), unless a
+        big one holds the tokenizer: then they wait in a thread, never on the loop."""
+        small = sum(len(i.response) + len(i.prompt) for i in items) <= _INLINE_CHARS
+        if small and self._tokenizing.acquire(blocking=False):
+            try:
+                return self._prepare_locked(items)
+            finally:
+                self._tokenizing.release()
         return await asyncio.to_thread(self._prepare_all, items)
 
     def _prepare_all(self, items: Sequence[ScoreInput]) -> list[Prepared]:
+        with self._tokenizing:
+            return self._prepare_locked(items)
+
+    def _prepare_locked(self, items: Sequence[ScoreInput]) -> list[Prepared]:
         out: list[Prepared] = []
         for item in items:
             try:
