@@ -317,3 +317,19 @@ async def test_reward_read_at_an_appended_token_equals_the_plain_forward(
     (without,) = await plain.score_batch([item])
     assert without.value is not None
     assert without.value != pytest.approx(expected, abs=1e-3)  # the token is really read
+
+
+async def test_small_requests_tokenized_while_a_huge_one_is_tokenizing_all_succeed(
+    minilm_classifier: Path,
+) -> None:
+    """A huge request tokenizes in a worker thread; small ones arriving meanwhile must not
+    use the same fast tokenizer at the same time ("Already borrowed")."""
+    import asyncio
+
+    s = scorer("classifier", model=str(minilm_classifier), input="pair", truncation="left")
+    await s.setup()
+    huge = score_input("many words here " * 40_000, id="huge", prompt="q")
+    smalls = [score_input(f"short answer {i}", id=f"s{i}", prompt="q") for i in range(40)]
+    results = await asyncio.gather(s.prepare([huge]), *(s.prepare([x]) for x in smalls))
+    for prepared in results:
+        assert not isinstance(prepared[0].payload, ScoreResult), prepared[0].payload
