@@ -146,6 +146,14 @@ class RefereeServicer(pb_grpc.RefereeServicer):
         )
 
     def _parse(self, message: pb.RewardRequest) -> RewardRequest:
+        max_bytes = self.engine.settings.server.max_request_bytes
+        size = message.ByteSize()
+        if size > max_bytes:  # the same limit as an HTTP body
+            raise RefereeError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"the request is {size} bytes; the limit is {max_bytes}: split the request",
+                param="items",
+            )
         limit = self.engine.settings.server.max_items_per_request
         if len(message.items) > limit:  # refuse before validating a huge request
             raise RefereeError(
