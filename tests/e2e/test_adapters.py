@@ -39,6 +39,7 @@ pipelines:
   default:
     reward: {{type: weighted_sum, weights: [1.0], inputs: [{{type: gate, name: correct, when: {{node: fmt, value: 1}}, then: exact}}]}}
   level_norm: {{reward: {{type: scorer, scorer: meta, transforms: [{{type: group_norm}}]}}}}
+  level: {{reward: meta}}
 """
 
 
@@ -115,6 +116,24 @@ def test_verl_compute_score_and_batch_signatures(
     monkeypatch.setenv("REFEREE_PIPELINE", "level_norm")
     monkeypatch.setenv("REFEREE_ERROR_REWARD", "-1")
     assert verl.compute_score_batch(["d"], ["x"], [None], [{"note": "no level"}]) == [-1.0]
+
+
+def test_verl_numpy_extra_info_is_converted_odd_values_dropped_and_list_truths_sent_as_json(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    np = pytest.importorskip("numpy")
+    monkeypatch.setenv("REFEREE_URL", server)
+    monkeypatch.setenv("REFEREE_API_KEY", KEY)
+    monkeypatch.setenv("REFEREE_PIPELINE", "level")
+    extras = [{"level": np.float32(2.5), "index": np.int64(0), "ids": np.arange(3)},
+              {"level": np.int64(4), "tokenizer": object()}]  # fmt: skip
+    with pytest.warns(UserWarning, match=r"tokenizer is a `object`, not JSON data; dropped"):
+        scores = verl.compute_score_batch(["d", "d"], ["x", "y"], [None, None], extras)
+    assert scores == [2.5, 4.0]
+    monkeypatch.setenv("REFEREE_PIPELINE", "default")
+    truths = [["42", "43"], np.array(["1", "2"])]
+    solutions = [answer('["42", "43"]'), answer('["1", "2"]')]
+    assert verl.compute_score_batch(["d", "d"], solutions, truths, None) == [1.0, 1.0]
 
 
 def test_openrlhf_remote_rm_payload_gets_rewards_scores_and_extra_logs(server: str) -> None:
