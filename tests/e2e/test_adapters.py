@@ -95,6 +95,18 @@ def test_trl_conversational_completions_and_columns_as_metadata_grouped_by_promp
     assert reward.__name__ == "level"
 
 
+def test_trl_multimodal_prompts_send_their_text_parts(server: str) -> None:
+    reward = RefereeReward(server, api_key=KEY)
+    prompt = [{"role": "user", "content": [{"type": "image"},
+                                           {"type": "text", "text": "What is 6*7?"}]}]  # fmt: skip
+    completions = [[{"role": "assistant", "content": [{"type": "text", "text": answer("42")}]}],
+                   [{"role": "assistant", "content": answer("41")}]]  # fmt: skip
+    assert reward(prompts=[prompt, prompt], completions=completions, solution=["42"] * 2) == [
+        1.0,
+        0.0,
+    ]
+
+
 def test_trl_item_errors_come_back_as_none_for_trl_to_treat_as_nan(server: str) -> None:
     reward = RefereeReward(server, api_key=KEY, pipeline="level_norm")
     assert reward(prompts=["p"], completions=["c"], level=["not a number"]) == [None]
