@@ -37,8 +37,9 @@ class _BaseClient:
 
     ``base_url`` (or ``$REFEREE_URL``): ``http(s)://host:port`` for HTTP, ``grpc://`` or
     ``grpcs://host:port`` for gRPC (needs ``pip install referee[grpc]``). ``api_key``
-    (or ``$REFEREE_API_KEY``) is sent as ``Authorization: Bearer``. ``timeout`` is per
-    request and is also sent as the server-side deadline; ``max_retries`` applies to
+    (or ``$REFEREE_API_KEY``) is sent as ``Authorization: Bearer``. ``timeout`` is one
+    deadline per call, retries included, and the time left is sent as each attempt's
+    server-side deadline; ``max_retries`` applies to
     connection errors, timeouts and 408/429/503/504 only; ``chunk_size`` caps items per
     request (the server's own limit applies too); ``max_concurrency`` caps requests in
     flight.
