@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from referee_client.errors import APIStatusError, RefereeError, is_retryable
+from referee_client.errors import APIStatusError, APITimeoutError, RefereeError, is_retryable
 from referee_client.schema import (
     RewardItem,
     RewardOptions,
@@ -26,7 +26,15 @@ from referee_client.schema import (
 __all__ = ["ClientCore", "ClientSettings", "ItemLike", "RequestTooLargeError", "plan_chunks"]
 
 ItemLike = RewardItem | Mapping[str, Any]
+T = TypeVar("T")
 FALLBACK_CHUNK = 1000  # when the server does not publish its limits
+MAX_SERVER_TIMEOUT_S = 3600.0  # RewardOptions.timeout_s's bound
+
+
+def server_timeout(remaining: float) -> float:
+    """The server-side deadline for an attempt with ``remaining`` seconds left: a little
+    less, so the server's 504 (a clear message) arrives before the transport gives up."""
+    return min(MAX_SERVER_TIMEOUT_S, remaining - min(0.5, remaining * 0.2))
 
 
 class RequestTooLargeError(Exception):
@@ -70,8 +78,10 @@ def as_items(items: Sequence[ItemLike] | ItemLike) -> list[RewardItem]:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            item_id = item.get("id")
+            named = f" (item id {item_id!r})" if isinstance(item_id, str) else ""
             raise ValueError(
-                f"items[{i}]{where}: {first['msg'].removeprefix('Value error, ')}"
+                f"items[{i}]{where}: {first['msg'].removeprefix('Value error, ')}{named}"
             ) from None
     counts = collections.Counter(item.id for item in out)
     dups = sorted(item_id for item_id, n in counts.items() if n > 1)
@@ -137,20 +147,30 @@ class ClientCore:
             self._slots = asyncio.Semaphore(self.settings.max_concurrency)
         return self._slots
 
-    async def limits(self) -> ServerLimits | None:
+    def deadline(self, timeout: float | None) -> float:
+        """The loop time by which a call started now must end (its timeout, or the client's)."""
+        budget = timeout if timeout is not None else self.settings.timeout
+        return asyncio.get_running_loop().time() + budget
+
+    async def limits(self, deadline: float | None = None) -> ServerLimits | None:
         """The server's published limits (asked once), or None for a server without them."""
         if not self._limits_known:
             self._limits = await self._retrying(
-                lambda timeout: self.transport.limits(timeout=timeout), self.settings.timeout
+                lambda remaining: self.transport.limits(timeout=remaining),
+                self.deadline(None) if deadline is None else deadline,
             )
             self._limits_known = True
         return self._limits
 
-    async def chunk_size(self) -> int:
-        limits = await self.limits()
+    async def chunk_size(self, deadline: float | None = None) -> int:
+        limits = await self.limits(deadline)
         if limits is None:
             return min(self.settings.chunk_size, FALLBACK_CHUNK)
         return max(1, min(self.settings.chunk_size, limits.max_items_per_request))
+
+    async def max_bytes(self, deadline: float | None = None) -> int | None:
+        limits = await self.limits(deadline)
+        return limits.max_request_bytes if limits is not None else None
 
     async def score(
         self,
@@ -160,18 +180,15 @@ class ClientCore:
         options: RewardOptions,
         timeout: float | None,
     ) -> RewardResponse:
+        deadline = self.deadline(timeout)  # one for the whole call, retries included
         models = as_items(items)
         if not models:
             raise ValueError("items is empty: give at least one item")
-        chunks = plan_chunks(models, await self.chunk_size())
-        limits = await self.limits()
-        max_bytes = limits.max_request_bytes if limits is not None else None
-        budget = timeout if timeout is not None else self.settings.timeout
-        if options.timeout_s is None:  # the server stops working for us when we stop waiting
-            options = options.model_copy(update={"timeout_s": min(budget, 3600.0)})
+        chunks = plan_chunks(models, await self.chunk_size(deadline))
+        max_bytes = await self.max_bytes(deadline)
         parts = await asyncio.gather(
             *(
-                self.send([models[i] for i in chunk], pipeline, options, budget, max_bytes)
+                self.send([models[i] for i in chunk], pipeline, options, deadline, max_bytes)
                 for chunk in chunks
             )
         )
@@ -189,34 +206,59 @@ class ClientCore:
         items: list[RewardItem],
         pipeline: str,
         options: RewardOptions,
-        timeout: float,
+        deadline: float,
         max_bytes: int | None,
     ) -> RewardResponse:
-        request = RewardRequest(pipeline=pipeline, items=items, options=options)
+        def attempt(remaining: float) -> Awaitable[RewardResponse]:
+            # the server stops working for us when we stop waiting (or sooner, if asked)
+            limit = server_timeout(remaining)
+            if options.timeout_s is None or options.timeout_s > limit:
+                bounded = options.model_copy(update={"timeout_s": limit})
+            else:
+                bounded = options
+            request = RewardRequest(pipeline=pipeline, items=items, options=bounded)
+            return self.transport.score(request, timeout=remaining, max_bytes=max_bytes)
+
         try:
-            return await self._retrying(
-                lambda t: self.transport.score(request, timeout=t, max_bytes=max_bytes), timeout
-            )
+            return await self._retrying(attempt, deadline)
         except RequestTooLargeError:  # over the byte limit: halves, each checked again
             half = len(items) // 2
             left, right = await asyncio.gather(
-                self.send(items[:half], pipeline, options, timeout, max_bytes),
-                self.send(items[half:], pipeline, options, timeout, max_bytes),
+                self.send(items[:half], pipeline, options, deadline, max_bytes),
+                self.send(items[half:], pipeline, options, deadline, max_bytes),
             )
             return combine([left, right], left.results + right.results)
 
-    async def _retrying(self, call: Any, timeout: float) -> Any:
-        """``call(timeout)`` under the concurrency limit; retried while safe."""
+    async def _retrying(self, call: Callable[[float], Awaitable[T]], deadline: float) -> T:
+        """``call(seconds left)`` under the concurrency limit, retried while safe and while
+        the call's deadline allows: waiting for a slot, attempts and backoff all count."""
+        loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             try:
-                async with self.slots:
-                    # transport deadline a little after the server's, so its 504 arrives first
-                    return await call(timeout + 1.0)
+                try:
+                    await asyncio.wait_for(self.slots.acquire(), deadline - loop.time())
+                except asyncio.TimeoutError:
+                    raise APITimeoutError("the call's timeout ran out waiting for a free "
+                                          "request slot (max_concurrency)") from None  # fmt: skip
+                try:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise APITimeoutError("the call's timeout ran out before it was sent")
+                    return await call(remaining)
+                finally:
+                    self.slots.release()
             except RefereeError as exc:
                 if attempt >= self.settings.max_retries or not is_retryable(exc):
                     raise
-                await asyncio.sleep(self.backoff(attempt, exc))
+                delay = self.backoff(attempt, exc)
+                if loop.time() + delay >= deadline:  # no time left for another attempt
+                    if isinstance(exc, APITimeoutError):
+                        raise
+                    raise APITimeoutError(
+                        f"the call's timeout ran out after {attempt + 1} attempts; last: {exc}"
+                    ) from exc
+                await asyncio.sleep(delay)
                 attempt += 1
 
     def backoff(self, attempt: int, exc: RefereeError) -> float:

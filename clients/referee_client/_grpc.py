@@ -25,13 +25,15 @@ __all__ = ["GrpcStream", "GrpcTransport", "error_from_rpc"]
 
 ERROR_METADATA_KEY = "referee-error-bin"
 
-# For failures that carry no Referee error detail (raised by gRPC itself).
+# For failures that carry no Referee error detail (raised by gRPC itself). The server
+# sends its overload as RESOURCE_EXHAUSTED *with* a detail; a bare one is gRPC refusing a
+# message over its size limit, which no retry can fix.
 _CODE_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
     grpc.StatusCode.UNIMPLEMENTED: 501,
 }
 
@@ -138,9 +140,14 @@ class GrpcStream:
         except Exception as exc:
             self._deliver(exc)
 
-    async def send(self, request: RewardRequest) -> None:
+    async def send(self, request: RewardRequest, *, max_bytes: int | None) -> None:
+        """Write one message; RequestTooLargeError (nothing written) when it is over
+        ``max_bytes``, so the caller splits it rather than the server ending the stream."""
+        message = convert.request_to_proto(request)
+        if max_bytes is not None and message.ByteSize() > max_bytes:
+            raise RequestTooLargeError
         try:
-            await self._call.write(convert.request_to_proto(request))
+            await self._call.write(message)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, self._transport.target) from None
         except asyncio.InvalidStateError:

@@ -13,8 +13,14 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from referee_client._core import ClientCore, ItemLike, as_items, plan_chunks
-from referee_client.errors import APIConnectionError, APIStatusError, RefereeError
+from referee_client._core import (
+    ClientCore,
+    ItemLike,
+    RequestTooLargeError,
+    as_items,
+    plan_chunks,
+)
+from referee_client.errors import APIConnectionError, APIStatusError, PayloadTooLargeError
 from referee_client.schema import (
     ItemError,
     RewardOptions,
@@ -69,42 +75,71 @@ class AsyncRewardStream:
         group in one call); ids must differ from every id still pending."""
         if not self._sending:
             raise RuntimeError("send() after close_send(): open a new stream")
-        models = as_items(items)
+        models = as_items(items)  # bad items (metadata that is not JSON) are refused here
         clash = sorted(m.id for m in models if m.id in self._pending)
         if clash:
             raise ValueError(f"ids already pending in this stream: {clash[:10]}")
-        self._pending.update(m.id for m in models)
-        for chunk in plan_chunks(models, await self._core.chunk_size()):
+        chunks = plan_chunks(models, await self._core.chunk_size())
+        max_bytes = await self._core.max_bytes()
+        for n, chunk in enumerate(chunks):
             request = RewardRequest(
                 pipeline=self._pipeline, items=[models[i] for i in chunk], options=self._options
             )
-            if self._grpc is not None:
-                await self._grpc.send(request)
-            else:
-                task = asyncio.create_task(self._over_http(request))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            # a failure here un-marks what was not sent, so no id waits for an answer
+            # that can never come
+            self._pending.update(m.id for m in request.items)
+            try:
+                if self._grpc is not None:
+                    await self._over_grpc(request, max_bytes)
+                else:
+                    task = asyncio.create_task(self._over_http(request, max_bytes))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            except BaseException:
+                self._pending.difference_update(models[i].id for c in chunks[n:] for i in c)
+                raise
 
-    async def _over_http(self, request: RewardRequest) -> None:
-        limits = await self._core.limits()
-        max_bytes = limits.max_request_bytes if limits is not None else None
-        timeout = self._core.settings.timeout
+    async def _over_grpc(self, request: RewardRequest, max_bytes: int | None) -> None:
+        """One message, or (over the server's byte limit) halves of it; an item too
+        large alone is answered here with the server's error instead of ending the stream."""
+        assert self._grpc is not None
+        try:
+            await self._grpc.send(request, max_bytes=max_bytes)
+        except RequestTooLargeError:
+            if len(request.items) == 1:
+                message = f"the item is over the server's limit of {max_bytes} bytes"
+                self._answer_with_error(request, "payload_too_large", message)
+                return
+            half = len(request.items) // 2
+            for part in (request.items[:half], request.items[half:]):
+                await self._over_grpc(request.model_copy(update={"items": part}), max_bytes)
+
+    async def _over_http(self, request: RewardRequest, max_bytes: int | None) -> None:
+        deadline = self._core.deadline(None)
         try:
             self._inbox.put_nowait(
                 await self._core.send(
-                    request.items, request.pipeline, request.options, timeout, max_bytes
+                    request.items, request.pipeline, request.options, deadline, max_bytes
                 )
             )
-        except RefereeError as exc:  # the whole message failed: each item says why
+        except Exception as exc:  # the whole message failed: each item says why
+            if isinstance(exc, PayloadTooLargeError) and len(request.items) > 1:
+                half = len(request.items) // 2  # one item too large: the others still count
+                for part in (request.items[:half], request.items[half:]):
+                    await self._over_http(request.model_copy(update={"items": part}), max_bytes)
+                return
             kind = exc.type if isinstance(exc, APIStatusError) and exc.type else "client_error"
-            error = ItemError(type=kind, message=str(exc))
-            results = [RewardResult(id=item.id, reward=None, error=error) for item in request.items]
-            usage = Usage(items=len(results), cache_hits=0, errors=len(results))
-            self._inbox.put_nowait(
-                RewardResponse(
-                    pipeline=request.pipeline, pipeline_version="", results=results, usage=usage
-                )
+            self._answer_with_error(request, kind, str(exc) or type(exc).__name__)
+
+    def _answer_with_error(self, request: RewardRequest, kind: str, message: str) -> None:
+        error = ItemError(type=kind, message=message)
+        results = [RewardResult(id=item.id, reward=None, error=error) for item in request.items]
+        usage = Usage(items=len(results), cache_hits=0, errors=len(results))
+        self._inbox.put_nowait(
+            RewardResponse(
+                pipeline=request.pipeline, pipeline_version="", results=results, usage=usage
             )
+        )
 
     async def close_send(self) -> None:
         """No more items: iteration ends once every pending id is answered."""

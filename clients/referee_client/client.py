@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from referee_client._core import ClientCore, ClientSettings, ItemLike, Transport
 from referee_client._stream import AsyncRewardStream
+from referee_client.errors import APIConnectionError
 from referee_client.schema import RewardOptions, RewardResponse, RewardResult, ServerLimits
 
 __all__ = ["AsyncRewardClient", "AsyncRewardStream", "RewardClient", "RewardStream"]
@@ -36,8 +37,9 @@ class _BaseClient:
 
     ``base_url`` (or ``$REFEREE_URL``): ``http(s)://host:port`` for HTTP, ``grpc://`` or
     ``grpcs://host:port`` for gRPC (needs ``pip install referee[grpc]``). ``api_key``
-    (or ``$REFEREE_API_KEY``) is sent as ``Authorization: Bearer``. ``timeout`` is per
-    request and is also sent as the server-side deadline; ``max_retries`` applies to
+    (or ``$REFEREE_API_KEY``) is sent as ``Authorization: Bearer``. ``timeout`` is one
+    deadline per call, retries included, and the time left is sent as each attempt's
+    server-side deadline; ``max_retries`` applies to
     connection errors, timeouts and 408/429/503/504 only; ``chunk_size`` caps items per
     request (the server's own limit applies too); ``max_concurrency`` caps requests in
     flight.
@@ -169,9 +171,44 @@ class _LoopThread:
             target=self.loop.run_forever, name="referee-client", daemon=True
         )
         self.thread.start()
+        self.closing = False
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        if self.closing:
+            coro.close()
+            raise RuntimeError("the client is closed")
+        return asyncio.run_coroutine_threadsafe(self._until_closed(coro), self.loop)
+
+    async def _until_closed(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if self.closing:  # the caller's future gets a reason, not a bare cancellation
+                raise APIConnectionError(
+                    "the client was closed before this call finished"
+                ) from None
+            raise
+
+    def shutdown(self, finish: Coroutine[Any, Any, None]) -> None:
+        """Cancel every call in flight (their futures fail with APIConnectionError), run
+        ``finish`` (closing the transport), stop the loop. Safe to call twice."""
+        if self.closing:
+            finish.close()
+            return
+        self.closing = True
+
+        async def cancel_all() -> None:
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            await finish
+
+        try:
+            if self.loop.is_running():
+                asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=30)
+        finally:
+            self.stop()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         future = self.submit(coro)
@@ -228,10 +265,9 @@ class RewardClient(_BaseClient):
         return self._loop.run(self._core.limits())
 
     def close(self) -> None:
-        try:
-            self._loop.run(self._core.aclose())
-        finally:
-            self._loop.stop()
+        """Stop: calls still running (``submit`` futures included) fail with
+        APIConnectionError; the connection and the loop thread end. Idempotent."""
+        self._loop.shutdown(self._core.aclose())
 
     def __enter__(self) -> RewardClient:
         return self

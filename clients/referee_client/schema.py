@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from referee_client._json import json_data
+
 __all__ = [
     "ErrorBody",
     "ErrorDetail",
@@ -82,6 +84,15 @@ class RewardItem(_Strict):
             if not all(math.isfinite(v) for v in value):
                 raise ValueError("must be finite numbers")
         return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_as_json(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        data = json_data(value)
+        assert isinstance(data, dict)
+        return data
 
     @model_validator(mode="after")
     def _one_input_form(self) -> RewardItem:

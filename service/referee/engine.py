@@ -164,6 +164,7 @@ class PipelineInfo:
     scorers: tuple[str, ...]
     tree: dict[str, object]
     reads_peers: bool = False  # a scorer compares each item with the rest of its group
+    components: tuple[str, ...] = ()  # every name a result's `components` can hold
 
 
 class RewardEngine:
@@ -183,10 +184,11 @@ class RewardEngine:
             material = {"tree": tree, "scorers": {s: self.scorers[s].fingerprint() for s in used}}
             digest = hashlib.sha256(canonical_json(material).encode()).hexdigest()
             peers = any("peers" in self.scorers[s].cache_fields() for s in used)
-            self.pipelines[pname] = PipelineInfo(
-                pname, pcfg.description, f"sha256:{digest[:16]}", used, tree, peers
-            )
             evaluator = PipelineEvaluator(pcfg.reward)
+            self.pipelines[pname] = PipelineInfo(
+                pname, pcfg.description, f"sha256:{digest[:16]}", used, tree, peers,
+                tuple(dict.fromkeys(evaluator.names.values())),
+            )  # fmt: skip
             self._evaluators[pname] = evaluator
             self.monitors[pname] = PipelineMonitor(
                 pname,

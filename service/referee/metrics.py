@@ -35,6 +35,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.openrlhf_prompt_mismatch = Counter(
+            "referee_openrlhf_prompt_mismatch",
+            "OpenRLHF queries that did not start with their prompt, scored whole "
+            "(prompt + response) as the response.",
+            ["pipeline"],
+            registry=r,
+        )
         self.grpc_requests = Counter(
             "referee_grpc_requests",
             "gRPC calls by method, pipeline and status code (a ScoreStream message counts "

@@ -35,12 +35,14 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 @contextlib.contextmanager
 def running_server(
-    *args: str, env: dict[str, str] | None = None, ready_path: str = "/readyz"
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    *args: str, env: dict[str, str] | None = None, ready_path: str = "/readyz",
+    log_path: Path | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:  # fmt: skip
     """`referee serve` on a free port until `ready_path` answers 200 (/healthz: as soon as
-    it listens); on exit, SIGINT and a clean exit asserted."""
+    it listens); on exit, SIGINT and a clean exit asserted. Its output goes to
+    ``log_path`` when given (for tests that read the server's log)."""
     port = free_port()
-    with tempfile.TemporaryFile() as log:
+    with log_path.open("w+b") if log_path else tempfile.TemporaryFile() as log:
         proc = subprocess.Popen([*REFEREE, "serve", "--port", str(port), *args],
                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})  # fmt: skip
 

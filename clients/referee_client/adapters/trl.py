@@ -7,7 +7,8 @@
 TRL calls ``reward_func(prompts=..., completions=..., completion_ids=..., trainer_state=...,
 **dataset_columns)`` and expects one float per completion (``None``: not applicable, which
 TRL turns into NaN). Completions are text, or (conversational datasets) lists of message
-dicts. The first dataset column named in ``reference_columns`` is sent as the item's
+dicts whose content is text or, for multimodal prompts, a list of parts (the text parts
+are sent). The first dataset column named in ``reference_columns`` is sent as the item's
 ``reference``; the other JSON-like columns go into ``metadata``. Completions of the same
 prompt share a ``group``, so a pipeline's group normalisation sees each GRPO group.
 """
@@ -31,12 +32,26 @@ TRAINER_KWARGS = frozenset({"completion_ids", "trainer_state", "log_extra", "log
 DEFAULT_REFERENCE_COLUMNS = ("solution", "answer", "ground_truth", "reference")
 
 
+def _text(content: Any) -> str | None:
+    """A message's text: a string, or (multimodal) the text parts of a list of parts
+    like ``{"type": "text", "text": ...}`` joined by newlines (images are not sent)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, Mapping) for p in content):
+        return "\n".join(str(p["text"]) for p in content if p.get("type") == "text")
+    return None
+
+
 def _messages(value: Any, what: str) -> list[dict[str, str]]:
     out = []
     for message in value:
-        if not isinstance(message, Mapping) or not isinstance(message.get("content"), str):
-            raise ValueError(f"{what}: expected messages like {{'role': ..., 'content': str}}")
-        out.append({"role": str(message.get("role", "assistant")), "content": message["content"]})
+        text = _text(message.get("content")) if isinstance(message, Mapping) else None
+        if text is None:
+            raise ValueError(
+                f"{what}: expected messages like {{'role': ..., 'content': str or "
+                "[{'type': 'text', 'text': str}, ...]}"
+            )
+        out.append({"role": str(message.get("role", "assistant")), "content": text})
     return out
 
 

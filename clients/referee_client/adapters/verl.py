@@ -9,32 +9,52 @@
 
 ``compute_score`` has the per-item signature verl's default (naive) reward manager calls;
 ``compute_score_batch`` the one its ``batch`` reward manager calls, one request per batch
-(much faster). ``extra_info`` goes into the item's ``metadata`` (its ``group``/``uid``, if
-any, becomes the item's group). An item the pipeline could not score gets
-``$REFEREE_ERROR_REWARD`` (default 0.0), since verl needs a number.
+(much faster). ``extra_info`` goes into the item's ``metadata``: numpy values become plain
+numbers and lists, values JSON cannot carry are dropped with a warning. verl passes no
+rollout ``uid`` to reward functions, so items are grouped only when the dataset's
+``extra_info`` carries a ``group`` key. A ``ground_truth`` that is not a string (a list of
+accepted answers, a dict) is sent as its JSON text. An item the pipeline could not score
+gets ``$REFEREE_ERROR_REWARD`` (default 0.0), since verl needs a number.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from referee_client._json import json_data
 from referee_client.adapters._common import process_client, rewards_of
 from referee_client.schema import RewardItem
 
 __all__ = ["compute_score", "compute_score_batch"]
 
 
+def _metadata(data_source: Any, extra: Any) -> dict[str, Any]:
+    fields = {"data_source": data_source, **(extra if isinstance(extra, dict) else {})}
+    metadata: dict[str, Any] = {}
+    for key, value in fields.items():
+        try:
+            metadata[str(key)] = json_data(value, f".{key}")
+        except ValueError as exc:
+            warnings.warn(f"referee verl adapter: extra_info {exc}; dropped", stacklevel=4)
+    return metadata
+
+
+def _reference(truth: Any) -> str | None:
+    if truth is None or isinstance(truth, str):
+        return truth
+    value = json_data(truth, ".ground_truth")  # numpy scalars and arrays included
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _item(i: int, data_source: Any, solution: str, truth: Any, extra: Any) -> RewardItem:
-    metadata: dict[str, Any] = {"data_source": data_source}
-    group = None
-    if isinstance(extra, dict):
-        metadata.update(extra)
-        group = extra.get("group", extra.get("uid"))
+    metadata = _metadata(data_source, extra)
+    group = metadata.get("group")
     return RewardItem(
-        id=str(i), response=solution, metadata=metadata,
-        reference=None if truth is None else str(truth),
+        id=str(i), response=solution, metadata=metadata, reference=_reference(truth),
         group=None if group is None else str(group),
     )  # fmt: skip
 

@@ -5,8 +5,9 @@ real ``python`` scorer, so the whole engine path runs."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-__all__ = ["metadata_value", "slow_reward"]
+__all__ = ["gated_reward", "metadata_value", "slow_reward"]
 
 
 def metadata_value(metadata: dict[str, object] | None, key: str = "score") -> float:
@@ -22,4 +23,16 @@ def metadata_value(metadata: dict[str, object] | None, key: str = "score") -> fl
 async def slow_reward(response: str, delay_s: float = 0.5) -> float:
     """Waits ``delay_s`` (a slow model or remote judge), then rewards the length in words."""
     await asyncio.sleep(delay_s)
+    return float(len(response.split()))
+
+
+async def gated_reward(response: str, metadata: dict[str, object] | None) -> float:
+    """Waits until the file named by ``metadata['gate']`` exists (a test opens the gate
+    once it has seen what it waits for, so no timing window decides the outcome), then
+    rewards the length in words."""
+    if not metadata or not isinstance(metadata.get("gate"), str):
+        raise KeyError("metadata has no 'gate' path")
+    gate = Path(str(metadata["gate"]))
+    while not await asyncio.to_thread(gate.exists):  # noqa: ASYNC110 - set by another process
+        await asyncio.sleep(0.01)
     return float(len(response.split()))

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Referee"].full_name  # referee.v1.Referee
 HEALTH_POLL_S = 0.1
+# gRPC's own receive limit sits above max_request_bytes, so a message a little over the
+# limit reaches the servicer and is refused as payload_too_large (413, not retried) with
+# a Referee error detail, like HTTP; only far larger ones meet gRPC's bare refusal.
+RECEIVE_MARGIN_BYTES = 1024 * 1024
 
 
 class GrpcGateway:
@@ -67,7 +71,7 @@ async def start_grpc_gateway(
     limit = engine.settings.server.max_request_bytes
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_receive_message_length", limit + RECEIVE_MARGIN_BYTES),
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 0),  # a port in use is an error, not a second listener
         ]

@@ -67,7 +67,11 @@ class RefereeServicer(pb_grpc.RefereeServicer):
         except RefereeError as exc:
             self._count("ScoreStream", "?", GRPC_STATUS[exc.kind], time.perf_counter())
             await self._abort(context, exc)
-        answers: asyncio.Queue[pb.RewardResponse | None] = asyncio.Queue()
+        # bounded, and a slot is freed only once its answer is queued: a client that sends
+        # but does not read stops the server reading instead of making it buffer everything
+        answers: asyncio.Queue[pb.RewardResponse | None] = asyncio.Queue(
+            maxsize=STREAM_MESSAGES_IN_FLIGHT
+        )
         slots = asyncio.Semaphore(STREAM_MESSAGES_IN_FLIGHT)
         running: set[asyncio.Task[None]] = set()
 
@@ -86,8 +90,12 @@ class RefereeServicer(pb_grpc.RefereeServicer):
                     task.add_done_callback(running.discard)
                 while running:
                     await asyncio.gather(*running)
-            finally:
-                await answers.put(None)
+            except asyncio.CancelledError:
+                raise  # the writer is gone: nobody to wake (and the queue may be full)
+            except BaseException:
+                await answers.put(None)  # wake the writer, which surfaces the failure
+                raise
+            await answers.put(None)
 
         reader = asyncio.create_task(read())
         try:
@@ -146,6 +154,14 @@ class RefereeServicer(pb_grpc.RefereeServicer):
         )
 
     def _parse(self, message: pb.RewardRequest) -> RewardRequest:
+        max_bytes = self.engine.settings.server.max_request_bytes
+        size = message.ByteSize()
+        if size > max_bytes:  # the same limit as an HTTP body
+            raise RefereeError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"the request is {size} bytes; the limit is {max_bytes}: split the request",
+                param="items",
+            )
         limit = self.engine.settings.server.max_items_per_request
         if len(message.items) > limit:  # refuse before validating a huge request
             raise RefereeError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -35,6 +36,20 @@ _STATUS_KIND = {
     413: ErrorKind.PAYLOAD_TOO_LARGE,
     422: ErrorKind.INVALID_REQUEST,
 }
+
+
+class RedactApiKey(logging.Filter):
+    """Replaces the value of ``api_key=`` (the OpenRLHF route's query parameter) with
+    ``***`` in uvicorn's access-log lines, so keys do not end up in log storage."""
+
+    PATTERN = re.compile(r"((?:^|[?&])api_key=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
 
 
 def error_response(exc: RefereeError) -> JSONResponse:
@@ -79,6 +94,9 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
             with contextlib.suppress(Exception):  # recorded in engine.startup_error
                 await engine.start()
 
+        access_log = logging.getLogger("uvicorn.access")  # configured by uvicorn by now
+        redact = RedactApiKey()
+        access_log.addFilter(redact)
         gateway = None
         server = settings.server
         if server.grpc_port:  # the gRPC gateway shares this loop and this engine
@@ -99,6 +117,7 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
                 starter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await starter
+            access_log.removeFilter(redact)
             await engine.close(grace_s=2.0)
 
     app = FastAPI(

@@ -4,27 +4,45 @@ http://HOST:PORT/openrlhf/PIPELINE`` works with OpenRLHF unchanged.
 OpenRLHF (``openrlhf/utils/remote_rm_utils.py``) POSTs ``{"query": [...], "prompts": [...],
 "labels": [...]}``, where each query is the prompt and the response decoded together, and
 reads ``rewards`` (advantages), ``scores`` (dynamic filtering; it falls back to rewards) and
-``extra_logs`` (logged per key) from the JSON answer. OpenRLHF sends no auth header, so
-when API keys are configured this route also takes ``?api_key=KEY`` in the URL.
+``extra_logs`` from the JSON answer. It merges the answers of its workers with
+``rewards_info[0]["extra_logs"].keys()`` and turns each list into a tensor, so the keys
+are a fixed set per pipeline (``referee/<component>`` for every component, and
+``referee/error``) and every value is a number (0.0 where an item has no such component).
+
+The response is the query minus its prompt. A query that does not start with its prompt
+(a tokenizer that does not round-trip the prompt) is scored whole, logged, and counted in
+``referee_openrlhf_prompt_mismatch_total``. Trailing end-of-sequence tokens are stripped
+(``strip``; common EOS tokens by default). The whole rollout comes in one POST, so the
+route splits it under ``max_items_per_request`` itself. OpenRLHF sends no auth header, so
+when API keys are configured this route also takes ``?api_key=KEY`` in the URL (redacted
+from the access log).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from referee.engine import RewardEngine
 from referee.errors import ErrorKind, RefereeError, from_validation_error
 from referee.gateway import check_api_key
 from referee.http.routes import parse_json, read_body
-from referee_client.schema import RewardRequest, RewardResponse
+from referee_client._core import combine, plan_chunks
+from referee_client.schema import RewardItem, RewardRequest, RewardResponse
 
-__all__ = ["router"]
+__all__ = ["DEFAULT_STRIP", "router"]
 
+log = logging.getLogger(__name__)
 router = APIRouter()
+
+# End-of-sequence tokens OpenRLHF's decoded queries commonly end with.
+DEFAULT_STRIP = ("</s>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>")
 
 
 def _texts(payload: dict[str, Any], key: str, n: int | None) -> list[Any] | None:
@@ -43,50 +61,87 @@ def _label(value: Any) -> str | None:
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
-def build_request(payload: dict[str, Any], pipeline: str, strip: list[str]) -> RewardRequest:
-    """Items from OpenRLHF's lists: the response is the query minus its prompt (and any
-    ``strip`` suffix, e.g. an EOS token); rollouts of one prompt share a group."""
+def _strip_suffixes(text: str, suffixes: tuple[str, ...]) -> str:
+    """Cut any of ``suffixes`` off the end, repeatedly (``...<|im_end|></s>``)."""
+    while True:
+        cut = next((s for s in suffixes if s and text.endswith(s)), None)
+        if cut is None:
+            return text
+        text = text[: -len(cut)]
+
+
+def build_request(
+    payload: dict[str, Any], pipeline: str, strip: tuple[str, ...]
+) -> tuple[list[RewardItem], int]:
+    """Items from OpenRLHF's lists (rollouts of one prompt share a group), and how many
+    queries did not start with their prompt (scored whole)."""
     queries = _texts(payload, "query", None)
     assert queries is not None
     prompts = _texts(payload, "prompts", len(queries))
     labels = _texts(payload, "labels", len(queries))
     groups: dict[str, str] = {}
     items = []
+    mismatched = 0
     for i, query in enumerate(queries):
         if not isinstance(query, str):
             raise RefereeError(ErrorKind.INVALID_REQUEST, "must be a string", param=f"query[{i}]")
         prompt = prompts[i] if prompts is not None else None
         response = query
-        if isinstance(prompt, str) and prompt and query.startswith(prompt):
-            response = query[len(prompt) :]
-        for suffix in strip:
-            response = response.removesuffix(suffix)
+        if isinstance(prompt, str) and prompt:
+            if query.startswith(prompt):
+                response = query[len(prompt) :]
+            else:
+                mismatched += 1
         reference = _label(labels[i]) if labels is not None else None
-        item: dict[str, Any] = {"id": str(i), "response": response, "reference": reference}
+        item: dict[str, Any] = {
+            "id": str(i), "response": _strip_suffixes(response, strip), "reference": reference,
+        }  # fmt: skip
         if isinstance(prompt, str):
             item["prompt"] = prompt
             item["group"] = groups.setdefault(prompt, f"p{len(groups)}")
         items.append(item)
     try:
-        return RewardRequest.model_validate({"pipeline": pipeline, "items": items})
+        request = RewardRequest.model_validate({"pipeline": pipeline, "items": items})
     except ValidationError as exc:
         raise from_validation_error(exc) from None
+    return request.items, mismatched
 
 
-def openrlhf_body(response: RewardResponse, error_reward: float) -> dict[str, Any]:
-    rewards = [
-        r.reward if r.error is None and r.reward is not None else error_reward
-        for r in response.results
-    ]
-    logs: dict[str, list[float]] = {
-        "referee_error": [0.0 if r.error is None else 1.0 for r in response.results]
-    }
-    first = response.results[0].components or {}
-    for name in first:  # components every item has a number for (OpenRLHF stacks them)
-        values = [(r.components or {}).get(name) for r in response.results]
-        if all(isinstance(v, float) for v in values):
-            logs[name] = [float(v) for v in values if v is not None]
-    return {"rewards": rewards, "scores": rewards, "extra_logs": logs}
+async def score_in_chunks(
+    engine: RewardEngine, pipeline: str, items: list[RewardItem]
+) -> RewardResponse:
+    """Score a batch of any size under ``max_items_per_request``, a prompt's group kept in
+    one request (as the SDK does)."""
+    chunks = plan_chunks(items, engine.settings.server.max_items_per_request)
+    parts = await asyncio.gather(
+        *(
+            engine.score(RewardRequest(pipeline=pipeline, items=[items[i] for i in chunk]))
+            for chunk in chunks
+        )
+    )
+    placed = {i: r for chunk, part in zip(chunks, parts, strict=True)
+              for i, r in zip(chunk, part.results, strict=True)}  # fmt: skip
+    return combine(parts, [placed[i] for i in range(len(items))])
+
+
+def openrlhf_body(
+    response: RewardResponse,
+    components: tuple[str, ...],
+    error_reward: float,
+    score_component: str | None,
+) -> dict[str, Any]:
+    def value(component: str | None, missing: float) -> list[float]:
+        out = []
+        for r in response.results:
+            v = r.reward if component is None else (r.components or {}).get(component)
+            out.append(float(v) if r.error is None and v is not None else missing)
+        return out
+
+    rewards = value(None, error_reward)
+    logs = {f"referee/{name}": value(name, 0.0) for name in components}
+    logs["referee/error"] = [0.0 if r.error is None else 1.0 for r in response.results]
+    scores = rewards if score_component is None else value(score_component, error_reward)
+    return {"rewards": rewards, "scores": scores, "extra_logs": logs}
 
 
 @router.post("/openrlhf/{pipeline}", tags=["compat"])
@@ -95,9 +150,17 @@ async def openrlhf_rewards(
     request: Request,
     api_key: Annotated[str | None, Query(description="When headers cannot be sent.")] = None,
     strip: Annotated[
-        list[str] | None, Query(description="Suffixes cut from responses (`<|im_end|>`).")
+        list[str] | None,
+        Query(description="Suffixes cut from responses; default: common EOS tokens."),
     ] = None,
     error_reward: Annotated[float, Query(description="Reward of an item that failed.")] = 0.0,
+    score_component: Annotated[
+        str | None,
+        Query(
+            description="Component sent as `scores` (e.g. a pre-normalisation reward in "
+            "(0, 1) for dynamic filtering); default: the reward."
+        ),
+    ] = None,
 ) -> JSONResponse:
     """OpenRLHF remote reward model: ``{query, prompts, labels}`` -> ``{rewards, scores,
     extra_logs}``, scored by the named pipeline."""
@@ -107,9 +170,24 @@ async def openrlhf_rewards(
         api_key=request.headers.get("x-api-key") or api_key,
         authorization=request.headers.get("authorization"),
     )
-    engine.pipeline(pipeline)  # 404 before reading the body
+    info = engine.pipeline(pipeline)  # 404 before reading the body
     request.state.pipeline = pipeline
+    if score_component is not None and score_component not in info.components:
+        raise RefereeError(
+            ErrorKind.BAD_REQUEST,
+            f"pipeline {pipeline!r} has no component {score_component!r}; it has: "
+            + ", ".join(info.components),
+            param="score_component",
+        )
     payload = parse_json(await read_body(request, engine.settings.server.max_request_bytes))
-    reward_request = build_request(payload, pipeline, strip or [])
-    response = await engine.score(reward_request)
-    return JSONResponse(openrlhf_body(response, error_reward))
+    items, mismatched = build_request(
+        payload, pipeline, DEFAULT_STRIP if strip is None else tuple(strip)
+    )
+    if mismatched:
+        engine.metrics.openrlhf_prompt_mismatch.labels(pipeline).inc(mismatched)
+        log.warning(
+            "openrlhf/%s: %d of %d queries do not start with their prompt; scored whole "
+            "(prompt + response)", pipeline, mismatched, len(items),
+        )  # fmt: skip
+    response = await score_in_chunks(engine, pipeline, items)
+    return JSONResponse(openrlhf_body(response, info.components, error_reward, score_component))
