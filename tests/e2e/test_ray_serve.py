@@ -157,3 +157,55 @@ def test_killing_a_scorer_replica_mid_stream_loses_nothing(
     while pids[0] in (now := scorer_replica_pids()) or len(now) != 2:
         assert time.monotonic() < deadline, now
         time.sleep(1)
+
+
+def test_rolling_a_new_model_revision_drops_no_request(
+    cluster: tuple[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A config change (new weights for `rm`) redeploys the app while requests stream:
+    every request is answered 200, each reward is the old model's or the new one's."""
+    from referee.ray import build_app
+    from tests.models import save_minilm_head
+
+    url, old_cfg = cluster
+    new_model = save_minilm_head(tmp_path_factory.mktemp("rm-v2"), "sequence", num_labels=1, seed=7)
+    new_cfg = config(new_model)
+    batches = [items(8, f"roll{r}") for r in range(30)]
+    flat = [i for b in batches for i in b]
+    old, new = embedded_rewards(old_cfg, flat), embedded_rewards(new_cfg, flat)
+    answers: dict[str, float] = {}
+
+    async def stream() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=180) as client:
+            queue = list(batches)
+
+            async def worker() -> None:
+                while queue:
+                    batch = queue.pop(0)
+                    r = await client.post("/v1/rewards", json={"pipeline": "both", "items": batch})
+                    assert r.status_code == 200, r.text
+                    for result in r.json()["results"]:
+                        assert result["error"] is None, result
+                        answers[result["id"]] = result["reward"]
+                    await asyncio.sleep(0.2)
+
+            async def roll() -> None:
+                while len(answers) < 16:
+                    await asyncio.sleep(0.05)
+                app = build_app({"config": new_cfg, "scorers": {"rm": {"num_replicas": 2}}})
+                await asyncio.to_thread(serve.run, app, name="referee", route_prefix="/")
+
+            await asyncio.gather(roll(), *(worker() for _ in range(2)))
+
+    asyncio.run(stream())
+    assert sorted(answers) == sorted(old)
+    for key, value in answers.items():
+        assert value == pytest.approx(old[key], abs=1e-5) or value == pytest.approx(
+            new[key], abs=1e-5
+        )
+    after = httpx.post(
+        f"{url}/v1/rewards", json={"pipeline": "both", "items": flat[:8]}, timeout=60
+    )
+    assert [r["reward"] for r in after.json()["results"]] == pytest.approx(
+        [new[i["id"]] for i in flat[:8]], abs=1e-5
+    )
