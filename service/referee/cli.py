@@ -56,6 +56,14 @@ def serve(
     grpc_port: Annotated[
         int | None, typer.Option(help="Overrides server.grpc_port (0: no gRPC).")
     ] = None,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Run on Ray Serve (a deployment per model scorer; RAY_ADDRESS or a "
+            "local cluster) instead of one process.",
+        ),
+    ] = False,
 ) -> None:
     """Start the HTTP gateway, and the gRPC one when a gRPC port is set (one process)."""
     import uvicorn
@@ -63,6 +71,11 @@ def serve(
     from referee.http import build_app
 
     settings = _load(config)
+    if ray:
+        from referee.ray.app import run_blocking
+
+        run_blocking(settings, config, host or settings.server.host, port or settings.server.port)
+        return
     if host is not None:
         settings.server.host = host
     if port is not None:

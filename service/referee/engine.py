@@ -15,7 +15,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -168,13 +168,22 @@ class PipelineInfo:
 
 
 class RewardEngine:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        scorer_factory: Callable[[str, Scorer], Scorer] | None = None,
+    ) -> None:
+        """``scorer_factory(name, scorer)`` may put something in a scorer's place (the
+        Ray Serve ingress: a proxy to the scorer's own deployment)."""
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.scorers: dict[str, Scorer] = {}
         for name, cfg in settings.scorers.items():
             cls = scorer_class(cfg.kind)
-            self.scorers[name] = cls(name, cls.Options.model_validate(cfg.options))
+            scorer = cls(name, cls.Options.model_validate(cfg.options))
+            self.scorers[name] = scorer if scorer_factory is None else scorer_factory(name, scorer)
         self.pipelines: dict[str, PipelineInfo] = {}
         self._evaluators: dict[str, PipelineEvaluator] = {}
         self.monitors: dict[str, PipelineMonitor] = {}

@@ -1,0 +1,70 @@
+"""The Ray Serve deployments: a scorer replica (one model, its own token-budget batcher)
+and the ingress (the same FastAPI app and engine as `referee serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from typing import Any
+
+from referee.batching import DynamicBatcher
+from referee.config import load_settings
+from referee.engine import RewardEngine
+from referee.http import build_app
+from referee.metrics import Metrics
+from referee.ray._remote import RemoteScorer
+from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
+
+__all__ = ["IngressReplica", "ScorerReplica"]
+
+
+class ScorerReplica:
+    """One replica of one model scorer: loads it, warms it up, batches what it gets by
+    token budget across calls from every ingress replica."""
+
+    async def __init__(self, config: dict[str, Any], name: str) -> None:  # type: ignore[misc]
+        settings = load_settings(data=config)
+        cfg = settings.scorers[name]
+        cls = scorer_class(cfg.kind)
+        self.scorer: Scorer = cls(name, cls.Options.model_validate(cfg.options))
+        await self.scorer.setup()
+        self.batcher = DynamicBatcher(self.scorer, settings.batching_for(name), Metrics())
+        self.batcher.start()
+        await self.score([ScoreInput(id="warm-up", prompt="1+1?", response="\\boxed{2}",
+                                     reference="2", group=None, messages=None,
+                                     metadata=None)], None)  # fmt: skip
+
+    async def ready(self) -> bool:
+        return True
+
+    async def process_id(self) -> int:
+        """This replica's OS process (operators and tests use it to find a replica)."""
+        return os.getpid()
+
+    async def score(self, items: list[ScoreInput], timeout_s: float | None) -> list[ScoreResult]:
+        deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
+        prepared = await self.scorer.prepare(items)
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[ScoreResult]] = [loop.create_future() for _ in items]
+        self.batcher.submit(list(zip(items, futures, strict=True)), deadline, prepared)
+        return list(await asyncio.gather(*futures))
+
+
+class IngressReplica:
+    """The HTTP gateway: `build_app` around an engine whose model scorers are proxies to
+    their deployments (rule and python scorers run here, in the ingress)."""
+
+    async def __init__(self, config: dict[str, Any], handles: dict[str, Any]) -> None:  # type: ignore[misc]
+        settings = load_settings(data=config)
+
+        def place(name: str, scorer: Scorer) -> Scorer:
+            handle = handles.get(name)
+            return scorer if handle is None else RemoteScorer(scorer, handle, f"scorer-{name}")
+
+        self.engine = RewardEngine(settings, scorer_factory=place)
+        self._asgi = build_app(settings, engine=self.engine)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return self._asgi

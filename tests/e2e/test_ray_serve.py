@@ -1,0 +1,211 @@
+"""Referee on a local Ray Serve cluster on this CPU machine: one model-scorer deployment
+with 2 replicas plus the ingress. Rewards over Ray's HTTP proxy equal the embedded
+engine's exactly, and killing a scorer replica's process while requests stream loses no
+item and answers none twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ray = pytest.importorskip("ray", reason="distributed mode needs the ray extra")
+serve = pytest.importorskip("ray.serve")
+
+pytestmark = pytest.mark.slow
+
+
+def config(model: Path) -> dict[str, Any]:
+    return {
+        "scorers": {
+            "rm": {"kind": "classifier", "options": {"model": str(model), "input": "pair"}},
+            "fmt": {"kind": "format", "options": {"mode": "think_answer"}},
+        },
+        "pipelines": {
+            "both": {"reward": {"type": "weighted_sum", "weights": [1.0, 0.5],
+                                "inputs": ["rm", "fmt"]}},
+        },
+        "cache": {"backend": "none"},
+    }  # fmt: skip
+
+
+def items(n: int, tag: str) -> list[dict[str, Any]]:
+    return [{"id": f"{tag}-{i}", "prompt": f"question {i % 7}",
+             "response": ("<think>ok</think><answer>x</answer> " if i % 3 else "") + "word " * (1 + i % 40)}
+            for i in range(n)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cluster(minilm_classifier: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    from referee.ray import build_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = config(minilm_classifier)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})  # fmt: skip
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = build_app({"config": cfg, "scorers": {"rm": {"num_replicas": 2}}})
+        serve.run(app, name="referee", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "Ray Serve app not ready in 120 s"
+            time.sleep(0.5)
+        yield url, cfg
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def embedded_rewards(cfg: dict[str, Any], batch: list[dict[str, Any]]) -> dict[str, float]:
+    from referee.config import load_settings
+    from referee.engine import RewardEngine
+    from referee_client.schema import RewardRequest
+
+    async def run() -> dict[str, float]:
+        engine = RewardEngine(load_settings(data=cfg, environ={}))
+        await engine.start()
+        try:
+            response = await engine.score(
+                RewardRequest.model_validate({"pipeline": "both", "items": batch})
+            )
+        finally:
+            await engine.close()
+        return {r.id: r.reward for r in response.results if r.reward is not None}
+
+    return asyncio.run(run())
+
+
+def test_rewards_over_ray_serve_equal_the_embedded_engine(
+    cluster: tuple[str, dict[str, Any]],
+) -> None:
+    url, cfg = cluster
+    batch = items(24, "eq")
+    response = httpx.post(
+        f"{url}/v1/rewards", json={"pipeline": "both", "items": batch}, timeout=120
+    )
+    assert response.status_code == 200, response.text
+    served = {r["id"]: r["reward"] for r in response.json()["results"]}
+    assert list(served) == [i["id"] for i in batch]
+    expected = embedded_rewards(cfg, batch)
+    assert len(expected) == len(batch)
+    for key, value in expected.items():
+        assert served[key] == pytest.approx(value, abs=1e-5)
+    ready = httpx.get(f"{url}/readyz").json()
+    assert ready["scorers"]["rm"] == {"ready": True, "deployment": "scorer-rm"}
+
+
+def scorer_replica_pids() -> list[int]:
+    """The processes of the scorer's replicas, found by asking the deployment (the handle
+    routes each call to either replica)."""
+    handle = serve.get_deployment_handle("scorer-rm", app_name="referee")
+    pids = {handle.process_id.remote().result() for _ in range(40)}
+    return sorted(pids)
+
+
+def test_killing_a_scorer_replica_mid_stream_loses_nothing(
+    cluster: tuple[str, dict[str, Any]],
+) -> None:
+    url, cfg = cluster
+    pids = scorer_replica_pids()
+    assert len(pids) == 2, pids
+    batches = [items(8, f"k{r}") for r in range(40)]
+    answers: dict[str, list[float | None]] = {}
+    answered_at_kill: list[int] = []
+
+    async def stream() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            queue = list(batches)
+
+            async def worker() -> None:
+                while queue:
+                    batch = queue.pop(0)
+                    r = await client.post("/v1/rewards", json={"pipeline": "both", "items": batch})
+                    assert r.status_code == 200, r.text
+                    for result in r.json()["results"]:
+                        answers.setdefault(result["id"], []).append(result["reward"])
+
+            async def killer() -> None:
+                while len(answers) < 40:  # some requests answered: the stream is running
+                    await asyncio.sleep(0.05)
+                answered_at_kill.append(len(answers))
+                os.kill(pids[0], signal.SIGKILL)
+
+            await asyncio.gather(killer(), *(worker() for _ in range(4)))
+
+    asyncio.run(stream())
+    assert answered_at_kill and answered_at_kill[0] < 320 // 2  # killed mid-stream
+    expected_ids = [i["id"] for b in batches for i in b]
+    assert sorted(answers) == sorted(expected_ids)
+    assert all(len(v) == 1 for v in answers.values())  # none answered twice
+    assert all(v[0] is not None for v in answers.values())  # none lost to an error
+    expected = embedded_rewards(cfg, [i for b in batches for i in b])
+    for key, value in expected.items():
+        assert answers[key][0] == pytest.approx(value, abs=1e-5)
+    deadline = time.monotonic() + 60  # Serve replaces the dead replica
+    while pids[0] in (now := scorer_replica_pids()) or len(now) != 2:
+        assert time.monotonic() < deadline, now
+        time.sleep(1)
+
+
+def test_rolling_a_new_model_revision_drops_no_request(
+    cluster: tuple[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A config change (new weights for `rm`) redeploys the app while requests stream:
+    every request is answered 200, each reward is the old model's or the new one's."""
+    from referee.ray import build_app
+    from tests.models import save_minilm_head
+
+    url, old_cfg = cluster
+    new_model = save_minilm_head(tmp_path_factory.mktemp("rm-v2"), "sequence", num_labels=1, seed=7)
+    new_cfg = config(new_model)
+    batches = [items(8, f"roll{r}") for r in range(30)]
+    flat = [i for b in batches for i in b]
+    old, new = embedded_rewards(old_cfg, flat), embedded_rewards(new_cfg, flat)
+    answers: dict[str, float] = {}
+
+    async def stream() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=180) as client:
+            queue = list(batches)
+
+            async def worker() -> None:
+                while queue:
+                    batch = queue.pop(0)
+                    r = await client.post("/v1/rewards", json={"pipeline": "both", "items": batch})
+                    assert r.status_code == 200, r.text
+                    for result in r.json()["results"]:
+                        assert result["error"] is None, result
+                        answers[result["id"]] = result["reward"]
+                    await asyncio.sleep(0.2)
+
+            async def roll() -> None:
+                while len(answers) < 16:
+                    await asyncio.sleep(0.05)
+                app = build_app({"config": new_cfg, "scorers": {"rm": {"num_replicas": 2}}})
+                await asyncio.to_thread(serve.run, app, name="referee", route_prefix="/")
+
+            await asyncio.gather(roll(), *(worker() for _ in range(2)))
+
+    asyncio.run(stream())
+    assert sorted(answers) == sorted(old)
+    for key, value in answers.items():
+        assert value == pytest.approx(old[key], abs=1e-5) or value == pytest.approx(
+            new[key], abs=1e-5
+        )
+    after = httpx.post(
+        f"{url}/v1/rewards", json={"pipeline": "both", "items": flat[:8]}, timeout=60
+    )
+    assert [r["reward"] for r in after.json()["results"]] == pytest.approx(
+        [new[i["id"]] for i in flat[:8]], abs=1e-5
+    )
