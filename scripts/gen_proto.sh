@@ -17,7 +17,14 @@ trap 'rm -rf "$WORK"' EXIT
     --python_out="$WORK" --pyi_out="$WORK" --grpc_python_out="$WORK" \
     referee/v1/referee.proto
 mkdir -p "$DEST"
-cp "$WORK/referee/v1/referee_pb2.py" "$WORK/referee/v1/referee_pb2.pyi" "$DEST/"
+cp "$WORK/referee/v1/referee_pb2.pyi" "$DEST/"
+# protoc names the message classes' module after the proto path (referee.v1.referee_pb2),
+# which does not exist as a Python module: messages could not be pickled (Ray Serve's gRPC
+# proxy pickles them). Name the module where the stubs really live.
+sed -e "s/'referee\.v1\.referee_pb2'/'referee_client._proto.referee_pb2'/" \
+    "$WORK/referee/v1/referee_pb2.py" > "$DEST/referee_pb2.py"
+grep -q "'referee_client._proto.referee_pb2'" "$DEST/referee_pb2.py" \
+    || { echo "gen_proto: the module-name rewrite did not apply; check protoc's output" >&2; exit 1; }
 # protoc writes an absolute import (`from referee.v1 import referee_pb2`), which would
 # find the server package `referee`; the stubs live inside referee_client, so make it
 # relative.

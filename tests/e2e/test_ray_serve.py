@@ -23,6 +23,12 @@ serve = pytest.importorskip("ray.serve")
 pytestmark = pytest.mark.slow
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def config(model: Path) -> dict[str, Any]:
     return {
         "scorers": {
@@ -46,15 +52,16 @@ def items(n: int, tag: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def cluster(minilm_classifier: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     from referee.ray import build_app
+    from referee.ray._grpc import GRPC_SERVICER_FUNCTIONS
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port, grpc_port = free_port(), free_port()
     cfg = config(minilm_classifier)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})  # fmt: skip
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": "127.0.0.1", "port": port},
+                    grpc_options={"port": grpc_port,
+                                  "grpc_servicer_functions": GRPC_SERVICER_FUNCTIONS})  # fmt: skip
         app = build_app({"config": cfg, "scorers": {"rm": {"num_replicas": 2}}})
         serve.run(app, name="referee", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
@@ -62,6 +69,7 @@ def cluster(minilm_classifier: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
             assert time.monotonic() < deadline, "Ray Serve app not ready in 120 s"
             time.sleep(0.5)
+        cfg["_grpc_url"] = f"grpc://127.0.0.1:{grpc_port}"
         yield url, cfg
     finally:
         serve.shutdown()
@@ -70,6 +78,8 @@ def cluster(minilm_classifier: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def embedded_rewards(cfg: dict[str, Any], batch: list[dict[str, Any]]) -> dict[str, float]:
     from referee.config import load_settings
+
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
     from referee.engine import RewardEngine
     from referee_client.schema import RewardRequest
 
@@ -104,6 +114,29 @@ def test_rewards_over_ray_serve_equal_the_embedded_engine(
         assert served[key] == pytest.approx(value, abs=1e-5)
     ready = httpx.get(f"{url}/readyz").json()
     assert ready["scorers"]["rm"] == {"ready": True, "deployment": "scorer-rm"}
+
+
+def test_grpc_through_rays_proxy_gives_the_same_rewards_with_the_sdk(
+    cluster: tuple[str, dict[str, Any]],
+) -> None:
+    from referee_client import RewardClient
+
+    _, cfg = cluster
+    batch = items(16, "grpc")
+    expected = embedded_rewards(cfg, batch)
+    with RewardClient(cfg["_grpc_url"], timeout=120) as client:
+        results = client.score(batch, pipeline="both").results
+        assert [r.id for r in results] == [i["id"] for i in batch]
+        for result in results:
+            assert result.reward == pytest.approx(expected[result.id], abs=1e-5)
+        with client.stream(pipeline="both") as stream:
+            stream.send(batch[:8])
+            stream.send(batch[8:])
+            stream.close_send()
+            streamed = {r.id: r.reward for r in stream}
+        assert streamed == pytest.approx(expected, abs=1e-5)
+        with pytest.raises(Exception, match="unknown pipeline"):
+            client.score(batch[:1], pipeline="nope")
 
 
 def scorer_replica_pids() -> list[int]:

@@ -29,7 +29,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18referee/v1/ref
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'referee.v1.referee_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'referee_client._proto.referee_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REWARDOPTIONS_GROUPREFERENCEREWARDSENTRY']._loaded_options = None

@@ -7,13 +7,16 @@ import asyncio
 import math
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from referee.batching import DynamicBatcher
 from referee.config import load_settings
 from referee.engine import RewardEngine
+from referee.grpc.servicer import RefereeServicer
 from referee.http import build_app
 from referee.metrics import Metrics
+from referee.ray._grpc import RayGrpc
 from referee.ray._remote import RemoteScorer
 from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
 
@@ -65,6 +68,21 @@ class IngressReplica:
 
         self.engine = RewardEngine(settings, scorer_factory=place)
         self._asgi = build_app(settings, engine=self.engine)
+        servicer = RefereeServicer(self.engine, self.engine.metrics, self._asgi.state.api_keys)
+        self._grpc = RayGrpc(servicer)
 
     def __serve_build_asgi_app__(self) -> Any:
         return self._asgi
+
+    # referee.v1 over Ray Serve's gRPC proxy (serve.start(grpc_options=...)): same servicer
+    async def Score(self, request: Any, grpc_context: Any) -> Any:
+        return await self._grpc.unary("Score", request, grpc_context)
+
+    async def GetLimits(self, request: Any, grpc_context: Any) -> Any:
+        return await self._grpc.unary("GetLimits", request, grpc_context)
+
+    async def ScoreStream(
+        self, requests: AsyncIterator[Any], grpc_context: Any
+    ) -> AsyncIterator[Any]:
+        async for response in self._grpc.stream(requests, grpc_context):
+            yield response

@@ -1,0 +1,115 @@
+"""The same model scorer on Ray Serve with 1 and 2 replicas, and the Ray path against the
+embedded server at equal work.
+
+    .venv/bin/python benchmarks/ray_replicas.py [--items 1200] [--clients 8] [--per-request 32]
+
+Model: the MiniLM-backed classifier of benchmarks/model_throughput.py (a fresh 1-logit
+head on all-MiniLM-L6-v2), the same long-tailed workload, cache off. Three runs: the
+embedded `referee serve`, then a local Ray cluster (num_cpus = this machine's cores) with
+the scorer deployment at 1 replica and at 2 replicas, each behind one ingress replica.
+On a CPU box the replicas share the same cores, so 2 replicas measure the cost of the
+extra hop and the scheduling, not added compute; on GPU nodes each replica has its own.
+Writes benchmarks/results/ray_replicas.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tests.models import save_minilm_head  # noqa: E402
+
+from model_throughput import drive, make_items  # noqa: E402
+from rule_throughput import start_server, stop  # noqa: E402
+
+
+def referee_config(model_dir: Path) -> dict[str, object]:
+    return {
+        "scorers": {"rm": {"kind": "classifier",
+                           "options": {"model": str(model_dir), "input": "pair", "max_length": 512,
+                                       "truncation": "right"}}},
+        "pipelines": {"rm": {"reward": "rm"}},
+        "cache": {"backend": "none"},
+    }  # fmt: skip
+
+
+def on_ray(config: dict[str, object], items: list[dict[str, str]], replicas: int, clients: int,
+           per_request: int) -> dict[str, float]:  # fmt: skip
+    import ray
+    from ray import serve
+
+    from referee.ray import build_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = build_app({"config": config, "scorers": {"rm": {"num_replicas": replicas}}})
+        serve.run(app, name="referee", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
+            time.sleep(0.5)
+        asyncio.run(drive(url, "/v1/rewards", items[:64], clients, per_request, "rm"))  # warm
+        return asyncio.run(drive(url, "/v1/rewards", items, clients, per_request, "rm"))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=1200)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--per-request", type=int, default=32)
+    args = parser.parse_args()
+    items = make_items(args.items)
+    tmp = Path(tempfile.mkdtemp())
+    config = referee_config(save_minilm_head(tmp / "rm", "sequence", num_labels=1))
+    (tmp / "rm.yaml").write_text(yaml.safe_dump(config))
+    result: dict[str, object] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "workload": {"items": args.items, "clients": args.clients, "per_request": args.per_request},
+    }  # fmt: skip
+    proc, url, _ = start_server(tmp / "rm.yaml")
+    try:
+        asyncio.run(drive(url, "/v1/rewards", items[:64], args.clients, args.per_request, "rm"))
+        result["embedded"] = asyncio.run(
+            drive(url, "/v1/rewards", items, args.clients, args.per_request, "rm")
+        )
+    finally:
+        stop(proc)
+    print("embedded", result["embedded"], flush=True)
+    for replicas in (1, 2):
+        result[f"ray_{replicas}_replicas"] = on_ray(
+            config, items, replicas, args.clients, args.per_request
+        )
+        print(replicas, result[f"ray_{replicas}_replicas"], flush=True)
+    embedded = result["embedded"]["items_per_s"]  # type: ignore[index]
+    one = result["ray_1_replicas"]["items_per_s"]  # type: ignore[index]
+    two = result["ray_2_replicas"]["items_per_s"]  # type: ignore[index]
+    result["ray_1_over_embedded"] = one / embedded
+    result["ray_2_over_1"] = two / one
+    out = Path(__file__).parent / "results" / "ray_replicas.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("ray_1_over_embedded", "ray_2_over_1")}))
+
+
+if __name__ == "__main__":
+    main()
