@@ -22,10 +22,11 @@ def test_compose_services_files_and_ports_fit_together() -> None:
     build = services["referee"]["build"]
     assert (ROOT / build["context"] / build["dockerfile"]).is_file()
     assert services["referee"]["environment"]["REFEREE_CACHE__URL"] == "redis://redis:6379/0"
+    named = set(compose.get("volumes") or {})
     for service in services.values():
         for volume in service.get("volumes", []):
             host = volume.split(":", 1)[0]
-            assert (ROOT / host).exists(), volume
+            assert host in named or (ROOT / host).exists(), volume
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == ["referee:8000"] and "8000:8000" in services["referee"]["ports"]
@@ -37,6 +38,49 @@ def test_compose_services_files_and_ports_fit_together() -> None:
         (ROOT / "deploy/grafana/provisioning/dashboards/referee.yml").read_text()
     )
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def _dockerfile(path: Path) -> dict[str, list[str]]:
+    """Instructions of a Dockerfile (continuation lines joined), by keyword."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, rest = line.strip().partition(" ")
+            out.setdefault(keyword.upper(), []).append(rest.strip())
+    return out
+
+
+def test_both_images_run_as_a_non_root_user_and_check_readyz() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose_check = compose["services"]["referee"]["healthcheck"]["test"]
+    for name in ("Dockerfile", "Dockerfile.cuda"):
+        steps = _dockerfile(ROOT / "deploy" / name)
+        assert steps["USER"][-1] == "referee", name
+        assert any("useradd" in run and "--uid 10001 referee" in run for run in steps["RUN"])
+        (healthcheck,) = steps["HEALTHCHECK"]
+        assert "http://127.0.0.1:8000/readyz" in healthcheck, name
+        assert healthcheck.endswith(compose_check[-1] + '"'), "compose and image differ"
+        assert any("REFEREE_SERVER__PORT=8000" in env for env in steps["ENV"]), name
+        assert any("HF_HOME=/home/referee/.cache/huggingface" in e for e in steps["ENV"])
+        assert steps["VOLUME"] == ['["/home/referee/.cache/huggingface"]'], name
+        assert steps["ENTRYPOINT"] == ['["referee", "serve"]'], name
+    cuda = _dockerfile(ROOT / "deploy/Dockerfile.cuda")
+    assert cuda["FROM"][0].startswith("nvidia/cuda:") and "runtime" in cuda["FROM"][0]
+    assert any(re.search(r"pip install vllm==[\d.]+", run) for run in cuda["RUN"])
+    assert "download.pytorch.org/whl/cpu" not in " ".join(cuda["RUN"])  # CUDA torch
+
+
+def test_the_cuda_compose_override_builds_the_cuda_image_with_gpus() -> None:
+    override = yaml.safe_load((ROOT / "deploy/docker-compose.cuda.yml").read_text())
+    referee = override["services"]["referee"]
+    # compose resolves an override's paths from the first file's directory, the root
+    assert (ROOT / referee["build"]["context"] / referee["build"]["dockerfile"]).is_file()
+    assert referee["build"]["dockerfile"] == "deploy/Dockerfile.cuda"
+    (device,) = referee["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    base = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert set(override["services"]) <= set(base)
 
 
 async def test_every_metric_the_dashboard_queries_is_exported() -> None:
