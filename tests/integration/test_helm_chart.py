@@ -140,8 +140,11 @@ def test_the_serve_config_builds_the_referee_app_from_the_same_config(case: str)
     serve = yaml.safe_load(one(docs, "RayService")["spec"]["serveConfigV2"])
     (app,) = serve["applications"]
     assert app["name"] == "referee" and app["import_path"] == "referee.ray.app:build_app"
-    assert app["args"] == config_in(docs)
-    load_settings(data=app["args"], environ={})
+    from referee.ray.app import RayAppArgs
+
+    args = RayAppArgs.model_validate(app["args"])  # what build_app will receive
+    assert args.config == config_in(docs)
+    load_settings(data=args.referee_config(), environ={})
     assert serve["http_options"] == {"host": "0.0.0.0", "port": 8000}
     assert serve["grpc_options"]["port"] == 50051
     assert serve["grpc_options"]["grpc_servicer_functions"] == [
