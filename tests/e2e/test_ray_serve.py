@@ -54,9 +54,10 @@ def cluster(minilm_classifier: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     from referee.ray import build_app
     from referee.ray._grpc import GRPC_SERVICER_FUNCTIONS
 
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     cfg = config(minilm_classifier)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+             _metrics_export_port=metrics_port,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})  # fmt: skip
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port},
@@ -70,6 +71,7 @@ def cluster(minilm_classifier: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             assert time.monotonic() < deadline, "Ray Serve app not ready in 120 s"
             time.sleep(0.5)
         cfg["_grpc_url"] = f"grpc://127.0.0.1:{grpc_port}"
+        cfg["_metrics_url"] = f"http://127.0.0.1:{metrics_port}/metrics"
         yield url, cfg
     finally:
         serve.shutdown()
@@ -137,6 +139,28 @@ def test_grpc_through_rays_proxy_gives_the_same_rewards_with_the_sdk(
         assert streamed == pytest.approx(expected, abs=1e-5)
         with pytest.raises(Exception, match="unknown pipeline"):
             client.score(batch[:1], pipeline="nope")
+
+
+def test_scorer_replica_metrics_reach_rays_prometheus_endpoint(
+    cluster: tuple[str, dict[str, Any]],
+) -> None:
+    """The batcher metrics of the scorer replicas (batch size, padded tokens, padding
+    efficiency, compute time), as Prometheus scrapes them from the node's metrics port."""
+    url, cfg = cluster
+    response = httpx.post(f"{url}/v1/rewards", json={"pipeline": "both", "items": items(32, "m")},
+                          timeout=120)  # fmt: skip
+    assert response.status_code == 200
+    deadline = time.monotonic() + 90
+    while True:
+        text = httpx.get(cfg["_metrics_url"], timeout=10).text
+        lines = [line for line in text.splitlines() if line.startswith("ray_referee_batch_size")]
+        if any('scorer="rm"' in line and "replica=" in line for line in lines):
+            break
+        assert time.monotonic() < deadline, text[-2000:]
+        time.sleep(2)
+    for family in ("ray_referee_batch_tokens", "ray_referee_batch_padding_efficiency",
+                   "ray_referee_scorer_compute_seconds"):  # fmt: skip
+        assert family in text
 
 
 def scorer_replica_pids() -> list[int]:

@@ -15,8 +15,8 @@ from referee.config import load_settings
 from referee.engine import RewardEngine
 from referee.grpc.servicer import RefereeServicer
 from referee.http import build_app
-from referee.metrics import Metrics
 from referee.ray._grpc import RayGrpc
+from referee.ray._metrics import ray_backed_metrics
 from referee.ray._remote import RemoteScorer
 from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
 
@@ -33,7 +33,10 @@ class ScorerReplica:
         cls = scorer_class(cfg.kind)
         self.scorer: Scorer = cls(name, cls.Options.model_validate(cfg.options))
         await self.scorer.setup()
-        self.batcher = DynamicBatcher(self.scorer, settings.batching_for(name), Metrics())
+        replica = f"{name}-{os.getpid()}"
+        self.batcher = DynamicBatcher(
+            self.scorer, settings.batching_for(name), ray_backed_metrics(replica)
+        )
         self.batcher.start()
         await self.score([ScoreInput(id="warm-up", prompt="1+1?", response="\\boxed{2}",
                                      reference="2", group=None, messages=None,
