@@ -76,7 +76,7 @@ async def test_match_catastrophic_reference_regex_is_a_timed_out_miss() -> None:
     scorer = match(mode="regex", reward_miss=-1.0)
     started = time.perf_counter()
     [timed_out] = await score(scorer, item(CATASTROPHIC_TEXT, CATASTROPHIC))
-    assert time.perf_counter() - started < 1.5
+    assert time.perf_counter() - started < 5.0  # unbounded without the timeout; 0.5 s idle
     assert timed_out.value == -1.0 and timed_out.error is None
     assert timed_out.reason == "regex timed out after 0.5s"
     assert not timed_out.cacheable
