@@ -1,0 +1,61 @@
+"""`referee serve --ray`: the CLI starts a local Ray cluster, deploys the app from the
+same YAML config, and serves the HTTP API until interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.test_ray_serve import config, free_port
+
+pytest.importorskip("ray", reason="distributed mode needs the ray extra")
+
+pytestmark = pytest.mark.slow
+
+
+def test_serve_ray_starts_the_app_from_a_config_file(
+    minilm_classifier: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "referee.yaml"
+    path.write_text(yaml.safe_dump(config(minilm_classifier)))
+    port = free_port()
+    referee = str(Path(sys.executable).with_name("referee"))
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([referee, "serve", "--ray", "--config", str(path), "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "RAY_ADDRESS": "", "HF_HUB_OFFLINE": "1"})  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 180
+            while True:
+                assert proc.poll() is None, log.seek(0) or log.read().decode(errors="replace")
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "not ready in 180 s"
+                time.sleep(1)
+            body = {
+                "pipeline": "both",
+                "items": [{"id": "a", "prompt": "q", "response": "an answer"}],
+            }
+            result = httpx.post(f"{url}/v1/rewards", json=body, timeout=60).json()["results"][0]
+            assert result["error"] is None and isinstance(result["reward"], float)
+            assert httpx.get(f"{url}/readyz").json()["scorers"]["rm"]["deployment"] == "scorer-rm"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
