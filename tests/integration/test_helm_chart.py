@@ -27,7 +27,7 @@ CI = CHART / "ci"
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate 1.37.0 ships.
 K8S_VERSIONS = ("1.25.0", "1.37.0")
 # Kinds outside Kubernetes' own API: checked by their CRD schema or by hand below.
-CUSTOM_KINDS = {"RayService", "ServiceMonitor"}
+CUSTOM_KINDS = {"RayService", "ServiceMonitor", "PodMonitor"}
 CASES = {
     "embedded-default": {},
     "ray-default": {"mode": "ray"},
@@ -241,6 +241,24 @@ def test_optional_objects_exist_only_when_enabled() -> None:
     assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
     selected = monitor["spec"]["selector"]["matchLabels"].items()
     assert selected <= one(ci, "Service")["metadata"]["labels"].items()
+    assert "PodMonitor" not in {d["kind"] for d in ci}  # embedded: one /metrics has it all
+
+
+def test_ray_mode_scrapes_every_ray_pods_metrics_port_for_replica_metrics() -> None:
+    docs = manifests("ray-ci")
+    monitor = one(docs, "PodMonitor")
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    cluster = one(docs, "RayService")["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]] + [
+        g["template"] for g in cluster["workerGroupSpecs"]
+    ]
+    for pod in pods:
+        assert (
+            monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        )
+        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+        assert ports["metrics"] == 8080
 
 
 def test_a_config_change_changes_the_pod_checksum() -> None:

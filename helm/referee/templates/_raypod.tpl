@@ -45,6 +45,10 @@ spec:
         {{- end }}
         - name: metrics
           containerPort: 8080
+      {{- else }}
+      ports:
+        - name: metrics  # Ray's metrics export port: the scorer replicas' ray_referee_*
+          containerPort: 8080
       {{- end }}
       env:
         {{- include "referee.env" $root | nindent 8 }}
