@@ -3,7 +3,9 @@ embedded server at equal work.
 
     .venv/bin/python benchmarks/ray_replicas.py [--items 1200] [--clients 8] [--per-request 32]
 
-Model: the MiniLM-backed classifier of benchmarks/model_throughput.py (a fresh 1-logit
+Ray gets 4 logical CPUs; the scorer replicas reserve the machine's cores between them
+(Ray sets a worker's OMP_NUM_THREADS to its num_cpus, so 1 replica gets 2 torch threads,
+2 replicas 1 each), the ingress one more. Model: the MiniLM-backed classifier of benchmarks/model_throughput.py (a fresh 1-logit
 head on all-MiniLM-L6-v2), the same long-tailed workload, cache off. Three runs: the
 embedded `referee serve`, then a local Ray cluster (num_cpus = this machine's cores) with
 the scorer deployment at 1 replica and at 2 replicas, each behind one ingress replica.
@@ -58,13 +60,22 @@ def on_ray(config: dict[str, object], items: list[dict[str, str]], replicas: int
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    # Logical CPUs for scheduling: every replica (2 scorer + 1 ingress) asks for one; they
+    # share the machine's real cores.
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = build_app({"config": config, "scorers": {"rm": {"num_replicas": replicas}}})
+        # Ray sets a worker's OMP_NUM_THREADS to its num_cpus: the replicas together get the
+        # machine's cores for torch, as the embedded server's one model does.
+        cpus = max(1, (os.cpu_count() or 2) // replicas)
+        deployment = {"num_replicas": replicas, "ray_actor_options": {"num_cpus": cpus}}
+        app = build_app({"config": config, "scorers": {"rm": deployment}})
         serve.run(app, name="referee", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
         while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
+            if time.monotonic() > deadline:
+                raise SystemExit("the Ray app was not ready in 300 s")
             time.sleep(0.5)
         asyncio.run(drive(url, "/v1/rewards", items[:64], clients, per_request, "rm"))  # warm
         return asyncio.run(drive(url, "/v1/rewards", items, clients, per_request, "rm"))
