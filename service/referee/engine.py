@@ -174,6 +174,7 @@ class RewardEngine:
         for name, cfg in settings.scorers.items():
             cls = scorer_class(cfg.kind)
             self.scorers[name] = cls(name, cls.Options.model_validate(cfg.options))
+            self.scorers[name].bind_metrics(self.metrics)
         self.pipelines: dict[str, PipelineInfo] = {}
         self._evaluators: dict[str, PipelineEvaluator] = {}
         self.monitors: dict[str, PipelineMonitor] = {}
