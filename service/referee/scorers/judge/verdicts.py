@@ -31,6 +31,8 @@ async def run_judge(
     backend: JudgeBackend, prompt: JudgePrompt, chats: list[Chat], readers: list[Reader]
 ) -> list[Outcome]:
     mode = prompt.options.mode
+    if not chats:  # every item was guarded or invalid
+        return []
     if mode == "logprobs":
         return await _by_logprobs(backend, prompt, chats)
     if mode == "parse":
