@@ -110,7 +110,7 @@ def build_app(model_dir: str, max_inflight: int, fail_first: int) -> FastAPI:
             return JSONResponse(
                 {"error": {"message": "too many requests"}},
                 status_code=429,
-                headers={"Retry-After": "0.05"},
+                headers={"Retry-After": "0.5"},
             )
         state["inflight"] += 1
         try:

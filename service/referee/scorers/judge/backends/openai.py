@@ -120,7 +120,9 @@ class OpenAIBackend(JudgeBackend):
                     return data
                 failure = JudgeCallError(
                     f"judge endpoint answered {response.status_code}: {response.text[:200]}",
-                    "judge_unavailable" if response.status_code >= 500 else "judge_error",
+                    "judge_unavailable"
+                    if response.status_code >= 500 or response.status_code in _RETRY_STATUS
+                    else "judge_error",
                 )
                 if response.status_code not in _RETRY_STATUS and response.status_code < 500:
                     raise failure
