@@ -62,12 +62,8 @@ class FewShot(ScorerOptions):
 
 
 class JudgeOptions(ModelOptions):
-    backend: Literal["transformers", "openai", "vllm"] = "transformers"
+    backend: Literal["transformers", "openai"] = "transformers"
     endpoint: EndpointOptions | None = None
-    vllm_args: dict[str, object] = Field(
-        default_factory=dict,
-        description="vllm backend: AsyncEngineArgs (gpu_memory_utilization...).",
-    )
     template: Literal["pointwise", "reference", "pairwise", "listwise"] = "pointwise"
     custom_template: str | None = Field(
         default=None, description="A Jinja template of the user turn, instead of the default."

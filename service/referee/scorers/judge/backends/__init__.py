@@ -1,5 +1,5 @@
 """Where a judge runs, behind one interface: a local causal LM (``transformers``), any
-OpenAI-compatible server (``openai``) or vLLM's in-process engine (``vllm``). Each
+OpenAI-compatible server (``openai``, which a vLLM server is). Each
 backend answers two questions for a batch of chats: how likely is each verdict label as
 the judge's next words (:meth:`JudgeBackend.label_probs`), and what does the judge write
 (:meth:`JudgeBackend.generate`). A backend module is imported only when configured.
@@ -20,7 +20,6 @@ __all__ = ["JudgeBackend", "JudgeCallError", "make_backend", "verdict_distributi
 _BACKENDS = {
     "transformers": "referee.scorers.judge.backends.local:TransformersBackend",
     "openai": "referee.scorers.judge.backends.openai:OpenAIBackend",
-    "vllm": "referee.scorers.judge.backends.vllm:VLLMBackend",
 }
 
 
