@@ -140,6 +140,13 @@ class Metrics:
             "referee_request_timeouts", "Requests that hit their deadline.", ["pipeline"],
             registry=r,
         )  # fmt: skip
+        self.judge_guard_hits = Counter(
+            "referee_judge_guard_hits",
+            "Responses the judge guard scored with its floor without calling the judge, by "
+            "scorer and rule.",
+            ["scorer", "rule"],
+            registry=r,
+        )
         self.scorer_ready = Gauge(
             "referee_scorer_ready",
             "1 when a scorer is loaded and warmed up.",

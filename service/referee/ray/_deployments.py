@@ -33,10 +33,9 @@ class ScorerReplica:
         cls = scorer_class(cfg.kind)
         self.scorer: Scorer = cls(name, cls.Options.model_validate(cfg.options))
         await self.scorer.setup()
-        replica = f"{name}-{os.getpid()}"
-        self.batcher = DynamicBatcher(
-            self.scorer, settings.batching_for(name), ray_backed_metrics(replica)
-        )
+        metrics = ray_backed_metrics(f"{name}-{os.getpid()}")
+        self.scorer.bind_metrics(metrics)
+        self.batcher = DynamicBatcher(self.scorer, settings.batching_for(name), metrics)
         self.batcher.start()
         await self.score([ScoreInput(id="warm-up", prompt="1+1?", response="\\boxed{2}",
                                      reference="2", group=None, messages=None,

@@ -22,6 +22,7 @@ _BATCHER = {
     "overloaded": "counter",
     "scorer_errors": "counter",
     "scorer_timeouts": "counter",
+    "judge_guard_hits": "counter",  # recorded by the judge scorer itself (bind_metrics)
 }
 
 

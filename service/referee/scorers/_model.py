@@ -40,6 +40,8 @@ R = TypeVar("R")
 
 # Tokenizing more characters than this happens in a thread, off the event loop.
 _INLINE_CHARS = 50_000
+# Model outputs that rescale logits after the LM head: read the model's own logits then.
+_LOGIT_RESCALING = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
 class ItemRejected(Exception):
@@ -391,6 +393,21 @@ class ModelScorer(Scorer):
         if left and self._accepts_positions:
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         return {k: v.to(loaded.device) for k, v in inputs.items()}
+
+    def logits_at(
+        self, inputs: dict[str, torch.Tensor], wanted: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """A causal LM's logits at columns ``wanted[r]`` of each row ``r`` of a batch from
+        :meth:`collate`; the LM head runs on those positions only (a vocabulary-wide
+        projection of every position would dominate memory on long inputs)."""
+        model = self.model.model
+        rescaled = any(getattr(model.config, k, None) for k in _LOGIT_RESCALING)
+        head = model.get_output_embeddings()
+        if head is not None and not rescaled and hasattr(model, "get_decoder"):
+            hidden = model.get_decoder()(**inputs).last_hidden_state
+            return [head(hidden[r, cols]) for r, cols in enumerate(wanted)]
+        logits = model(**inputs).logits
+        return [logits[r, cols] for r, cols in enumerate(wanted)]
 
     def offsets(self, seqs: Sequence[Seq]) -> list[int]:
         """Column where each row's first real token sits in a batch from :meth:`collate`."""

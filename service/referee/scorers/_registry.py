@@ -17,6 +17,7 @@ _KINDS: dict[str, str] = {
     "prm": "referee.scorers.prm:ProcessRewardScorer",
     "similarity": "referee.scorers.similarity:SimilarityScorer",
     "likelihood": "referee.scorers.likelihood:LikelihoodScorer",
+    "judge": "referee.scorers.judge:JudgeScorer",
 }
 
 KNOWN_KINDS: tuple[str, ...] = tuple(sorted(_KINDS))

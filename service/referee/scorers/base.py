@@ -22,11 +22,14 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from referee_client.schema import RewardItem
+
+if TYPE_CHECKING:
+    from referee.metrics import Metrics
 
 __all__ = [
     "BATCH_DEADLINE",
@@ -167,6 +170,10 @@ class Scorer:
 
     def health(self) -> dict[str, object]:
         return {"ready": True}
+
+    def bind_metrics(self, metrics: Metrics) -> None:
+        """Called once by the engine: a scorer that counts events of its own (the judge
+        guard's hits) keeps the counters it needs."""
 
     # -- scoring -----------------------------------------------------------------
     async def score_batch(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:

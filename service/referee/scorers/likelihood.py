@@ -27,8 +27,6 @@ from referee.scorers.base import ScoreInput, ScoreResult
 __all__ = ["LikelihoodScorer"]
 
 _MARK = "\x00REFEREE_FOLLOWUP\x00"
-# Model outputs that rescale logits after the LM head: read the model's own logits then.
-_LOGIT_RESCALING = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
 class LikelihoodOptions(ModelOptions):
@@ -173,7 +171,6 @@ class LikelihoodScorer(ModelScorer):
         """log p(token | everything before it) for the tokens in each sequence's span."""
         import torch
 
-        model = self.model.model
         inputs = self.collate(seqs)
         offsets = self.offsets(seqs)
         # The logit that predicts the token in column c sits in column c - 1.
@@ -182,14 +179,7 @@ class LikelihoodScorer(ModelScorer):
             for s, off in zip(seqs, offsets, strict=True)
             if s.span is not None
         ]
-        rescaled = any(getattr(model.config, k, None) for k in _LOGIT_RESCALING)
-        head = model.get_output_embeddings()
-        if head is not None and not rescaled and hasattr(model, "get_decoder"):
-            hidden = model.get_decoder()(**inputs).last_hidden_state
-            rows = [head(hidden[r, cols]) for r, cols in enumerate(wanted)]
-        else:
-            logits = model(**inputs).logits
-            rows = [logits[r, cols] for r, cols in enumerate(wanted)]
+        rows = self.logits_at(inputs, wanted)
         out = []
         for r, (seq, row) in enumerate(zip(seqs, rows, strict=True)):
             assert seq.span is not None

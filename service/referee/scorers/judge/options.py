@@ -1,0 +1,131 @@
+"""Configuration of ``kind: judge``: what the judge is asked (template, rubric), how its
+answer becomes a number (mode), which items it compares (group mode), which backend runs
+it, and the guard in front of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import regex
+from pydantic import Field, model_validator
+
+from referee.scorers._hf import ModelOptions
+from referee.scorers.base import ScorerOptions
+
+__all__ = ["EndpointOptions", "FewShot", "GuardOptions", "JudgeOptions", "SamplingOptions"]
+
+
+class EndpointOptions(ScorerOptions):
+    """An OpenAI-compatible server (vLLM, SGLang, a hosted API). The key is read from an
+    environment variable or a secret file named here, never from requests, never logged."""
+
+    base_url: str = Field(min_length=1, description="e.g. http://vllm:8000/v1")
+    api_key_env: str | None = Field(default=None, description="Environment variable.")
+    api_key_file: Path | None = Field(default=None, description="A file holding the key.")
+    max_concurrency: int = Field(default=16, gt=0, description="Requests in flight at once.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Per HTTP request.")
+    max_retries: int = Field(
+        default=4, ge=0, description="On 408/409/429/5xx and transport errors."
+    )
+    backoff_s: float = Field(default=0.5, gt=0, description="First retry's delay (doubles).")
+    max_backoff_s: float = Field(default=20.0, gt=0)
+    top_logprobs: int = Field(default=20, ge=1, le=20)
+
+
+class SamplingOptions(ScorerOptions):
+    """Generation settings (parse and vote modes). Part of the fingerprint."""
+
+    temperature: float = Field(default=0.0, ge=0.0, description="0: greedy.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int = 0
+    max_new_tokens: int = Field(default=64, gt=0)
+
+
+class GuardOptions(ScorerOptions):
+    enabled: bool = True
+    floor: float = Field(default=0.0, description="The reward a flagged response gets.")
+    rules_file: Path | None = Field(
+        default=None, description="A YAML file of extra rules, same format as the shipped one."
+    )
+    disable: list[str] = Field(default_factory=list, description="Shipped rules to turn off.")
+
+
+class FewShot(ScorerOptions):
+    """One worked example: the fields of an item and the judge's answer to it."""
+
+    prompt: str = ""
+    response: str = ""
+    reference: str | None = None
+    response_b: str | None = None
+    answer: str = Field(min_length=1)
+
+
+class JudgeOptions(ModelOptions):
+    backend: Literal["transformers", "openai"] = "transformers"
+    endpoint: EndpointOptions | None = None
+    template: Literal["pointwise", "reference", "pairwise", "listwise"] = "pointwise"
+    custom_template: str | None = Field(
+        default=None, description="A Jinja template of the user turn, instead of the default."
+    )
+    rubric: str | None = None
+    principles: list[str] = Field(default_factory=list)
+    criteria: str | None = None
+    few_shot: list[FewShot] = Field(default_factory=list)
+    mode: Literal["logprobs", "parse", "vote"] = "logprobs"
+    scale: tuple[int, int] = Field(default=(1, 10), description="pointwise: lowest, highest.")
+    normalize: bool = Field(default=True, description="Map the verdict to [0, 1].")
+    answer_prefix: str | None = Field(
+        default=None,
+        description="logprobs: text the judge's turn starts with, so the next token is the "
+        "verdict; unset: the template's own (`Score: ` for pointwise).",
+    )
+    verdict_pattern: str | None = Field(
+        default=None,
+        description="parse/vote: a regex whose group 1 is the verdict; the last "
+        "match counts. Unset: the template's own.",
+    )
+    parse_retries: int = Field(default=1, ge=0, le=5)
+    votes: int = Field(default=5, ge=1, le=64)
+    vote_aggregate: Literal["mean", "majority"] = "mean"
+    sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    return_critique: bool = Field(default=False, description="parse/vote: text in `reason`.")
+    group_mode: Literal["none", "pairwise", "listwise"] = Field(
+        default="none", description="pairwise/listwise: compare the responses of a group."
+    )
+    max_pairs: int = Field(default=8, gt=0, description="pairwise: opponents per item.")
+    max_listwise: int = Field(default=8, ge=2, description="listwise: largest group ranked.")
+    guard: GuardOptions = Field(default_factory=GuardOptions)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JudgeOptions:
+        if self.truncation == "right":
+            raise ValueError(
+                "truncation: a judge prompt ends with the verdict request; use reject or left"
+            )
+        if self.backend == "openai" and self.endpoint is None:
+            raise ValueError("backend openai needs `endpoint` (base_url...)")
+        if self.scale[0] >= self.scale[1] or self.scale[0] < 0:
+            raise ValueError("scale: [lowest, highest] with 0 <= lowest < highest")
+        if self.group_mode == "pairwise" and self.template not in ("pairwise",):
+            raise ValueError("group_mode pairwise needs template: pairwise")
+        if self.group_mode == "listwise":
+            if self.template != "listwise" or self.mode != "parse":
+                raise ValueError("group_mode listwise needs template: listwise and mode: parse")
+        if self.template in ("pairwise", "listwise") and self.group_mode == "none":
+            raise ValueError(f"template {self.template} compares a group: set group_mode")
+        if self.mode == "vote" and self.sampling.temperature == 0 and self.votes > 1:
+            raise ValueError(
+                "vote with temperature 0 gives k identical samples: set "
+                "sampling.temperature > 0 (the seed keeps it reproducible)"
+            )
+        if self.return_critique and self.mode == "logprobs":
+            raise ValueError("return_critique needs a generating mode (parse or vote)")
+        if self.verdict_pattern is not None:
+            try:
+                compiled = regex.compile(self.verdict_pattern)
+            except regex.error as exc:
+                raise ValueError(f"verdict_pattern: {exc}") from None
+            if compiled.groups < 1:
+                raise ValueError("verdict_pattern needs a group (the verdict)")
+        return self
