@@ -102,13 +102,12 @@ def embedded_rewards(cfg: dict[str, Any], batch: list[dict[str, Any]]) -> dict[s
 def test_rewards_over_ray_serve_equal_the_embedded_engine(
     cluster: tuple[str, dict[str, Any]],
 ) -> None:
+    from referee_client import RewardClient
+
     url, cfg = cluster
     batch = items(24, "eq")
-    response = httpx.post(
-        f"{url}/v1/rewards", json={"pipeline": "both", "items": batch}, timeout=120
-    )
-    assert response.status_code == 200, response.text
-    served = {r["id"]: r["reward"] for r in response.json()["results"]}
+    with RewardClient(url, timeout=120) as client:  # the SDK over Ray's HTTP proxy
+        served = {r.id: r.reward for r in client.score(batch, pipeline="both").results}
     assert list(served) == [i["id"] for i in batch]
     expected = embedded_rewards(cfg, batch)
     assert len(expected) == len(batch)
