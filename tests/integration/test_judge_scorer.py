@@ -127,3 +127,31 @@ async def test_votes_are_k_seeded_samples_and_repeat_exactly(smollm: Path) -> No
         "j", scorer_class("judge").Options.model_validate({"model": str(smollm), **voting(8)})
     )
     assert other.fingerprint() != s.fingerprint()  # sampling settings key the cache
+
+
+async def test_listwise_ranks_a_group_in_one_prompt_and_rewards_follow_the_ranking(
+    smollm: Path,
+) -> None:
+    """Three responses, one generation for the whole group. The tiny model may or may not
+    write a valid ranking: either every item's reward comes from the same permutation
+    (1, 0.5, 0), or every item gets the same per-item parse error, never a guess."""
+    s = await judge(smollm, template="listwise", group_mode="listwise", mode="parse",
+                    parse_retries=0, sampling={"max_new_tokens": 12})  # fmt: skip
+    prompts: list[Any] = []
+    original = s.backend.generate
+
+    async def spy(chats: Any, *args: Any, **kwargs: Any) -> Any:
+        prompts.extend(chats)
+        return await original(chats, *args, **kwargs)
+
+    s.backend.generate = spy  # type: ignore[method-assign]
+    items = with_peers([score_input(r, id=r[:5], prompt=Q, group="g")
+                        for r in ("Paris.", "London.", "It is Paris, the capital.")])  # fmt: skip
+    results = await s.score_batch(items)
+    assert len(prompts) == 1  # one prompt ranks the whole group
+    text = prompts[0][-1]["content"]
+    assert all(f"[Response {k}]" in text for k in (1, 2, 3))
+    if all(r.error is None for r in results):
+        assert sorted(r.value for r in results) == [0.0, 0.5, 1.0]
+    else:
+        assert {r.error_type for r in results} == {"judge_parse_error"}
