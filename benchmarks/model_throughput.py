@@ -68,6 +68,18 @@ def score(body: dict) -> dict:
 """
 
 
+def classifier_config(model_dir: Path, max_batch_tokens: int = 8192) -> dict[str, object]:
+    """The Referee config of the benchmarked classifier scorer (cache off)."""
+    return {
+        "scorers": {"rm": {"kind": "classifier",
+                           "options": {"model": str(model_dir), "input": "pair", "max_length": 512,
+                                       "truncation": "right"},
+                           "batching": {"max_batch_tokens": max_batch_tokens}}},
+        "pipelines": {"rm": {"reward": "rm"}},
+        "cache": {"backend": "none"},
+    }  # fmt: skip
+
+
 def make_items(n: int, seed: int = 0) -> list[dict[str, str]]:
     rng = random.Random(seed)
     items = []
@@ -163,13 +175,7 @@ def main() -> None:
     result["ceiling"] = ceiling(model_dir, items, [8, 16, 32, 64])
     print("ceiling", result["ceiling"], flush=True)
 
-    config = {
-        "scorers": {"rm": {"kind": "classifier",
-                           "options": {"model": str(model_dir), "input": "pair", "max_length": 512,
-                                       "truncation": "right"},
-                           "batching": {"max_batch_tokens": args.max_batch_tokens}}},
-        "pipelines": {"rm": {"reward": "rm"}},
-    }  # fmt: skip
+    config = classifier_config(model_dir, args.max_batch_tokens)
     (tmp / "rm.yaml").write_text(yaml.safe_dump(config))
     proc, url, _ = start_server(tmp / "rm.yaml")
     try:

@@ -36,18 +36,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tests.models import save_minilm_head  # noqa: E402
 
-from model_throughput import drive, make_items  # noqa: E402
+from model_throughput import classifier_config, drive, make_items  # noqa: E402
 from rule_throughput import start_server, stop  # noqa: E402
-
-
-def referee_config(model_dir: Path) -> dict[str, object]:
-    return {
-        "scorers": {"rm": {"kind": "classifier",
-                           "options": {"model": str(model_dir), "input": "pair", "max_length": 512,
-                                       "truncation": "right"}}},
-        "pipelines": {"rm": {"reward": "rm"}},
-        "cache": {"backend": "none"},
-    }  # fmt: skip
 
 
 def on_ray(config: dict[str, object], items: list[dict[str, str]], replicas: int, clients: int,
@@ -92,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     items = make_items(args.items)
     tmp = Path(tempfile.mkdtemp())
-    config = referee_config(save_minilm_head(tmp / "rm", "sequence", num_labels=1))
+    config = classifier_config(save_minilm_head(tmp / "rm", "sequence", num_labels=1))
     (tmp / "rm.yaml").write_text(yaml.safe_dump(config))
     result: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",

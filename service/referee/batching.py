@@ -130,19 +130,25 @@ class DynamicBatcher:
         self._wakeup.set()
         return queued
 
-    def _drop_expired(self) -> None:
-        """Answer queued items whose every waiting request has timed out."""
+    def _window(self) -> list[Pending]:
+        """The oldest waiting items that length ordering looks at, with those whose every
+        waiting request has timed out answered and removed. Work is O(window), not
+        O(queue): with a long backlog this runs once per batch."""
+        waiting = list(itertools.islice(self._queue, _LENGTH_WINDOW))
         now = time.monotonic()
-        if all(p.deadline >= now for p in self._queue):
-            return
-        kept: deque[Pending] = deque()
-        for pending in self._queue:
-            if pending.deadline < now:
-                if not pending.future.done():
+        live = [p for p in waiting if p.deadline >= now]
+        if len(live) < len(waiting):
+            for pending in waiting:
+                if pending.deadline < now and not pending.future.done():
                     pending.future.set_result(past_deadline_result())
-            else:
-                kept.append(pending)
-        self._queue = kept
+            self._replace_head(len(waiting), live)
+        return live
+
+    def _replace_head(self, n: int, head: list[Pending]) -> None:
+        """Put ``head`` in place of the queue's first ``n`` items."""
+        for _ in range(n):
+            self._queue.popleft()
+        self._queue.extendleft(reversed(head))
 
     def _take_batch(self) -> list[Pending]:
         if self.order == "length" and len(self._queue) > 1:
@@ -154,10 +160,9 @@ class DynamicBatcher:
         while count <= max_batch_size, longest x count <= token budget, and real tokens
         stay at least ``_MIN_PADDING_EFFICIENCY`` of padded ones: a long item waits for
         no short ones to pad, and short ones are not padded to a long one's length."""
-        self._drop_expired()
-        if not self._queue:
+        waiting = self._window()
+        if not waiting:
             return []
-        waiting = list(itertools.islice(self._queue, _LENGTH_WINDOW))
         ranked = sorted(range(len(waiting)), key=lambda i: waiting[i].cost)
         lo = hi = ranked.index(0)  # the oldest item's place in cost order
         anchor = longest = real = waiting[0].cost
@@ -182,8 +187,8 @@ class DynamicBatcher:
                 hi += 1
             longest, real = new_longest, real + cost
         chosen = {id(waiting[ranked[i]]) for i in range(lo, hi + 1)}
-        batch = [p for p in self._queue if id(p) in chosen]
-        self._queue = deque(p for p in self._queue if id(p) not in chosen)
+        batch = [p for p in waiting if id(p) in chosen]  # all within the window, in order
+        self._replace_head(len(waiting), [p for p in waiting if id(p) not in chosen])
         self._depth.set(len(self._queue))
         return batch
 

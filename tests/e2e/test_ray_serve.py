@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,39 @@ def scorer_replica_pids() -> list[int]:
     return sorted(pids)
 
 
+async def stream_while(
+    url: str,
+    batches: list[list[dict[str, Any]]],
+    *,
+    workers: int,
+    after: int,
+    action: Callable[[int], Awaitable[None]],
+    pause_s: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Send ``batches`` from ``workers`` concurrent clients (every request must be 200) and
+    run ``action(results so far)`` once ``after`` results have come back; returns every
+    result received."""
+    received: list[dict[str, Any]] = []
+    queue = list(batches)
+    async with httpx.AsyncClient(base_url=url, timeout=180) as client:
+
+        async def worker() -> None:
+            while queue:
+                batch = queue.pop(0)
+                r = await client.post("/v1/rewards", json={"pipeline": "both", "items": batch})
+                assert r.status_code == 200, r.text
+                received.extend(r.json()["results"])
+                await asyncio.sleep(pause_s)
+
+        async def act() -> None:
+            while len(received) < after:  # the stream is running
+                await asyncio.sleep(0.05)
+            await action(len(received))
+
+        await asyncio.gather(act(), *(worker() for _ in range(workers)))
+    return received
+
+
 def test_killing_a_scorer_replica_mid_stream_loses_nothing(
     cluster: tuple[str, dict[str, Any]],
 ) -> None:
@@ -177,30 +210,16 @@ def test_killing_a_scorer_replica_mid_stream_loses_nothing(
     pids = scorer_replica_pids()
     assert len(pids) == 2, pids
     batches = [items(8, f"k{r}") for r in range(40)]
-    answers: dict[str, list[float | None]] = {}
     answered_at_kill: list[int] = []
 
-    async def stream() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-            queue = list(batches)
+    async def kill(answered: int) -> None:
+        answered_at_kill.append(answered)
+        os.kill(pids[0], signal.SIGKILL)
 
-            async def worker() -> None:
-                while queue:
-                    batch = queue.pop(0)
-                    r = await client.post("/v1/rewards", json={"pipeline": "both", "items": batch})
-                    assert r.status_code == 200, r.text
-                    for result in r.json()["results"]:
-                        answers.setdefault(result["id"], []).append(result["reward"])
-
-            async def killer() -> None:
-                while len(answers) < 40:  # some requests answered: the stream is running
-                    await asyncio.sleep(0.05)
-                answered_at_kill.append(len(answers))
-                os.kill(pids[0], signal.SIGKILL)
-
-            await asyncio.gather(killer(), *(worker() for _ in range(4)))
-
-    asyncio.run(stream())
+    received = asyncio.run(stream_while(url, batches, workers=4, after=40, action=kill))
+    answers: dict[str, list[float | None]] = {}
+    for result in received:
+        answers.setdefault(result["id"], []).append(result["reward"])
     assert answered_at_kill and answered_at_kill[0] < 320 // 2  # killed mid-stream
     expected_ids = [i["id"] for b in batches for i in b]
     assert sorted(answers) == sorted(expected_ids)
@@ -229,31 +248,17 @@ def test_rolling_a_new_model_revision_drops_no_request(
     batches = [items(8, f"roll{r}") for r in range(30)]
     flat = [i for b in batches for i in b]
     old, new = embedded_rewards(old_cfg, flat), embedded_rewards(new_cfg, flat)
-    answers: dict[str, float] = {}
 
-    async def stream() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=180) as client:
-            queue = list(batches)
+    async def roll(_: int) -> None:
+        app = build_app({"config": new_cfg, "scorers": {"rm": {"num_replicas": 2}}})
+        await asyncio.to_thread(serve.run, app, name="referee", route_prefix="/")
 
-            async def worker() -> None:
-                while queue:
-                    batch = queue.pop(0)
-                    r = await client.post("/v1/rewards", json={"pipeline": "both", "items": batch})
-                    assert r.status_code == 200, r.text
-                    for result in r.json()["results"]:
-                        assert result["error"] is None, result
-                        answers[result["id"]] = result["reward"]
-                    await asyncio.sleep(0.2)
-
-            async def roll() -> None:
-                while len(answers) < 16:
-                    await asyncio.sleep(0.05)
-                app = build_app({"config": new_cfg, "scorers": {"rm": {"num_replicas": 2}}})
-                await asyncio.to_thread(serve.run, app, name="referee", route_prefix="/")
-
-            await asyncio.gather(roll(), *(worker() for _ in range(2)))
-
-    asyncio.run(stream())
+    received = asyncio.run(
+        stream_while(url, batches, workers=2, after=16, action=roll, pause_s=0.2)
+    )
+    assert all(result["error"] is None for result in received), received
+    answers = {result["id"]: result["reward"] for result in received}
+    assert len(answers) == len(received)
     assert sorted(answers) == sorted(old)
     for key, value in answers.items():
         assert value == pytest.approx(old[key], abs=1e-5) or value == pytest.approx(

@@ -194,3 +194,21 @@ async def test_length_order_does_not_pad_short_items_to_a_long_oldest_one() -> N
     await batcher.stop()
     assert scorer.batches[0] == ["x" * 400]  # the oldest goes first, and alone
     assert scorer.batches[1:] == [["y" * 10] * 20]
+
+
+async def test_length_order_answers_expired_items_without_scoring_them() -> None:
+    import time
+
+    scorer = Recorder()
+    batcher = DynamicBatcher(scorer, BatchingSettings(order="length"), Metrics())
+    loop = asyncio.get_running_loop()
+    stale = [loop.create_future() for _ in range(3)]
+    fresh = [loop.create_future() for _ in range(2)]
+    batcher.submit([(item("x" * 5, i), f) for i, f in enumerate(stale)], time.monotonic() - 1)
+    batcher.submit([(item("y" * 5, 10 + i), f) for i, f in enumerate(fresh)])
+    batcher.start()
+    results = await asyncio.gather(*stale, *fresh)
+    await batcher.stop()
+    assert [r.error_type for r in results[:3]] == ["timeout"] * 3
+    assert [r.value for r in results[3:]] == [5.0, 5.0]
+    assert scorer.batches == [["y" * 5] * 2]  # the expired items never reached the scorer

@@ -183,7 +183,7 @@ class LoadedModel:
     max_length: int
 
 
-def load_model(options: ModelOptions, auto_class: str, **model_kwargs: object) -> LoadedModel:
+def load_model(options: ModelOptions, auto_class: str) -> LoadedModel:
     """Load tokenizer and model once; the model in eval mode on its device."""
     import torch
     import transformers
@@ -202,7 +202,7 @@ def load_model(options: ModelOptions, auto_class: str, **model_kwargs: object) -
     if tok_source.gguf_file is not None:
         tok_kwargs["gguf_file"] = tok_source.gguf_file
     tokenizer = transformers.AutoTokenizer.from_pretrained(tok_source.ref, **tok_kwargs)
-    kwargs: dict[str, Any] = {**common, **model_kwargs, "dtype": getattr(torch, dtype_name)}
+    kwargs: dict[str, Any] = {**common, "dtype": getattr(torch, dtype_name)}
     if options.attn_implementation is not None:
         kwargs["attn_implementation"] = options.attn_implementation
     model = getattr(transformers, auto_class).from_pretrained(source.ref, **kwargs)

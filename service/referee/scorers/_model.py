@@ -15,10 +15,16 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from referee.scorers._hf import LoadedModel, ModelOptions, ModelSource, load_model
+from referee.scorers._hf import (
+    LoadedModel,
+    ModelOptions,
+    ModelSource,
+    load_model,
+    resolve_device_dtype,
+)
 from referee.scorers.base import (
     Prepared,
     ScoreInput,
@@ -64,25 +70,15 @@ class Seq:
 
 @dataclass(slots=True)
 class Encoded:
-    """An item made of one or more sequences, plus what the scorer keeps for later."""
+    """An item made of one or more sequences (none: nothing to run the model on)."""
 
     seqs: list[Seq]
     truncated: str | None = None  # a note saying what was cut
-    extra: Any = None
 
     @property
     def cost(self) -> int:
         """Padded tokens this item adds to a batch: its longest sequence per sequence."""
         return max(len(s.ids) for s in self.seqs) * len(self.seqs) if self.seqs else 1
-
-
-@dataclass(slots=True)
-class Batch:
-    """Padded tensors of a batch of sequences, and which item each row belongs to."""
-
-    inputs: dict[str, torch.Tensor]
-    rows: list[Seq] = field(default_factory=list)
-    padding_side: str = "right"
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -143,9 +139,6 @@ class ModelScorer(Scorer):
         self._tokenizing = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
-    def model_kwargs(self) -> dict[str, object]:
-        return {}
-
     def model_class(self) -> str:
         """The transformers Auto class that loads this scorer's model."""
         return self.auto_class
@@ -154,7 +147,7 @@ class ModelScorer(Scorer):
         loop = asyncio.get_running_loop()
         self.loaded = await loop.run_in_executor(
             self._executor,
-            lambda: load_model(self.options, self.model_class(), **self.model_kwargs()),
+            lambda: load_model(self.options, self.model_class()),
         )
         params = inspect.signature(self.loaded.model.forward).parameters
         self._accepts_positions = "position_ids" in params
@@ -194,8 +187,6 @@ class ModelScorer(Scorer):
         return options
 
     def fingerprint_extra(self) -> dict[str, object]:
-        from referee.scorers._hf import resolve_device_dtype
-
         identity = ModelSource.parse(self.options.model).identity(self.options.revision)
         if self.options.tokenizer is not None:
             tok = ModelSource.parse(self.options.tokenizer).identity(self.options.revision)

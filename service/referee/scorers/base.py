@@ -160,6 +160,7 @@ class Scorer:
     def __init__(self, name: str, options: ScorerOptions) -> None:
         self.name = name
         self.options = options
+        self._fingerprint: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     async def setup(self) -> None:
@@ -199,7 +200,14 @@ class Scorer:
         return self.reads
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes this scorer's outputs."""
+        """Hash of everything that changes this scorer's outputs. Computed once per scorer
+        (options are frozen): for a model it reads the weight files' metadata, and the
+        engine, its runners and /v1/pipelines all ask for it."""
+        if self._fingerprint is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
         payload = {
             "kind": self.kind,
             "impl": self.implementation_version,

@@ -96,7 +96,7 @@ class LikelihoodScorer(ModelScorer):
         if self.options.mode == "answer_confidence":
             found = self._answer_tokens(item.response, enc["offset_mapping"])
             if found is None:
-                return Encoded([], extra="no answer")
+                return Encoded([])  # no answer: scored without the model
             start, end = len(head) + found[0], len(head) + found[1]
         start = max(start, 1)  # the first token of all has nothing to be predicted from
         if start >= end:

@@ -10,6 +10,7 @@ are sacreBLEU's sentence scores and ``rouge_l`` the ROUGE-L F-measure, all scale
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,8 +99,6 @@ class SimilarityScorer(ModelScorer):
     ) -> list[ScoreResult]:
         if not self.lexical:
             return await super().score_prepared(items, prepared)
-        import asyncio
-
         return await asyncio.to_thread(lambda: [self._lexical(item) for item in items])
 
     def _lexical(self, item: ScoreInput) -> ScoreResult:
