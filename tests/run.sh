@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Run Referee's test suite (unit, integration, e2e). Extra arguments go to pytest.
-# Sets itself up on first run: creates .venv and installs what is missing.
+# Sets itself up on first run: creates .venv and installs what is missing, and .venv-vllm
+# (vLLM's CPU build, ~3.4 GB) for the judge's vllm backend tests; REFEREE_VLLM_TESTS=0
+# leaves those out.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/deploy/scripts/bootstrap.sh" "server,dev,tokenizers,grpc,models,ray"
+EXTRA=()
+if [ "${REFEREE_VLLM_TESTS:-1}" != 0 ]; then
+    source "$ROOT/deploy/scripts/bootstrap_vllm.sh"
+else
+    EXTRA=(--ignore=tests/e2e/test_judge_vllm.py)
+fi
 cd "$ROOT"
-exec python -m pytest "$@"
+exec python -m pytest "${EXTRA[@]}" "$@"

