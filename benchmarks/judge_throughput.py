@@ -109,6 +109,32 @@ def guard_cost(n: int = 20_000) -> dict[str, float]:
     return {"items": n, "us_per_item": elapsed / n * 1e6, "flagged_share": flagged / n}
 
 
+def describe(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "workload": {"logprobs_items": args.items, "parse_items": args.parse_items,
+                     "clients": 4, "per_request": 8, "max_new_tokens": MAX_NEW_TOKENS},
+    }  # fmt: skip
+
+
+def server_passes(
+    tmp: Path, config: dict[str, object], items: list[dict[str, str]],
+    parse_items: list[dict[str, str]],
+) -> dict[str, object]:  # fmt: skip
+    """`referee serve` on ``config`` (pipelines lp and parse): a warm-up, then each pass."""
+    (tmp / "judge.yaml").write_text(yaml.safe_dump(config))
+    proc, url, started = start_server(tmp / "judge.yaml", {"HF_HUB_OFFLINE": "1"})
+    result: dict[str, object] = {"server_start_s": started}
+    try:
+        asyncio.run(drive(url, "/v1/rewards", items[:8], 4, 8, "lp"))  # warm
+        result["server_logprobs"] = asyncio.run(drive(url, "/v1/rewards", items, 4, 8, "lp"))
+        result["server_parse"] = asyncio.run(drive(url, "/v1/rewards", parse_items, 4, 8, "parse"))
+    finally:
+        stop(proc)
+    print("server", result["server_logprobs"], result["server_parse"], flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=64)
@@ -123,20 +149,8 @@ def main() -> None:
         "pipelines": {"lp": {"reward": "judge_lp"}, "parse": {"reward": "judge_parse"}},
         "cache": {"backend": "none"},
     }  # fmt: skip
-    (tmp / "judge.yaml").write_text(yaml.safe_dump(config))
-    result: dict[str, object] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "workload": {"logprobs_items": args.items, "parse_items": args.parse_items,
-                     "clients": 4, "per_request": 8, "max_new_tokens": MAX_NEW_TOKENS},
-    }  # fmt: skip
-    proc, url, _ = start_server(tmp / "judge.yaml", {"HF_HUB_OFFLINE": "1"})
-    try:
-        asyncio.run(drive(url, "/v1/rewards", items[:8], 4, 8, "lp"))  # warm
-        result["server_logprobs"] = asyncio.run(drive(url, "/v1/rewards", items, 4, 8, "lp"))
-        result["server_parse"] = asyncio.run(drive(url, "/v1/rewards", parse_items, 4, 8, "parse"))
-    finally:
-        stop(proc)
-    print("server", result["server_logprobs"], result["server_parse"], flush=True)
+    result = describe(args)
+    result.update(server_passes(tmp, config, items, parse_items))
     result["plain_logprobs_items_per_s"] = plain_loop(model_dir, items, "logprobs")
     result["plain_parse_items_per_s"] = plain_loop(model_dir, parse_items, "parse")
     result["guard"] = guard_cost()

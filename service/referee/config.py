@@ -237,7 +237,9 @@ class Settings(_Section):
         scorer: one batch at a time, a token budget for a model), then the keys set in the
         scorer's own ``batching`` section."""
         cfg = self.scorers[scorer]
-        merged = self.batching.model_copy(update=scorer_class(cfg.kind).default_batching)
+        cls = scorer_class(cfg.kind)
+        defaults = cls.batching_defaults(cls.Options.model_validate(cfg.options))
+        merged = self.batching.model_copy(update=defaults)
         if cfg.batching is not None:
             own = {key: getattr(cfg.batching, key) for key in cfg.batching.model_fields_set}
             merged = merged.model_copy(update=own)

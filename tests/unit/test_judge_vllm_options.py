@@ -111,3 +111,36 @@ def test_label_contexts_are_the_prefixes_label_tokens_are_read_after() -> None:
     assert ids == {"1": [1], "2": [2], "10": [1, 10], "5": [5]}
     assert label_contexts(ids) == [(), (1,)]
     assert label_contexts({"a": [7, 3, 4], "b": [9, 2]}) == [(), (7,), (9,), (7, 3)]
+
+
+def test_one_request_reads_every_context_a_token_can_be_forced_into() -> None:
+    from referee.scorers.judge.backends.vllm import _reads
+
+    assert _reads([()]) == [((), None)]  # one-token labels: the next position only
+    assert _reads([(), (1,)]) == [((), 1)]  # 1..10: "1" generated, then "0" read after it
+    # "10", "20" and "100": each request covers a context and the one before it
+    assert _reads([(), (1,), (2,), (1, 0)]) == [((1,), 0), ((), 2)]
+
+
+def test_judges_on_continuously_batching_backends_keep_several_batches_in_flight() -> None:
+    from referee.config import load_settings
+
+    def judge_config(**options: Any) -> dict[str, Any]:
+        return {"kind": "judge", "options": {"model": HUB, **options}}
+
+    settings = load_settings(
+        data={
+            "scorers": {
+                "engine": judge_config(backend="vllm"),
+                "server": judge_config(backend="openai", endpoint={"base_url": "http://j/v1"}),
+                "local": judge_config(),
+                "pinned": {
+                    **judge_config(backend="vllm"),
+                    "batching": {"max_concurrent_batches": 2},
+                },
+            },
+            "pipelines": {"p": {"reward": "local"}},
+        }
+    )
+    in_flight = {n: settings.batching_for(n).max_concurrent_batches for n in settings.scorers}
+    assert in_flight == {"engine": 4, "server": 4, "local": 1, "pinned": 2}

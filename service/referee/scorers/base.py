@@ -157,6 +157,12 @@ class Scorer:
     # runs one batch at a time, with a token budget sized for a model).
     default_batching: ClassVar[dict[str, object]] = {}
 
+    @classmethod
+    def batching_defaults(cls, options: ScorerOptions) -> dict[str, object]:
+        """``default_batching``, or what these options need instead (a judge whose
+        backend batches continuously itself)."""
+        return cls.default_batching
+
     def __init__(self, name: str, options: ScorerOptions) -> None:
         self.name = name
         self.options = options

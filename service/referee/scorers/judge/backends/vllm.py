@@ -7,9 +7,10 @@ handed to the engine as token ids: both backends judge the very same tokens.
 
 Label probabilities are exact, not top-k: each request asks for the log-probabilities
 of the label tokens themselves (``SamplingParams.logprob_token_ids``). A label of several
-tokens ("10") takes one more request per label-token prefix ("1"), which the prefix
-cache makes cheap. Sampling uses a per-request seed, so an item's samples do not depend
-on which other requests shared the engine's step.
+tokens ("10") is read by making the engine generate its first token and reading the next
+step's distribution too (see ``_reads``): one request per prompt for a 1-10 scale.
+Sampling uses a per-request seed, so an item's samples do not depend on which other
+requests shared the engine's step.
 
 Judges with equal engine settings share one engine (one copy of the weights). vllm is
 imported only when such a judge starts.
@@ -116,6 +117,27 @@ def _start_engine(args: dict[str, Any]) -> list[Any]:
     except TypeError as exc:
         raise ValueError(f"vllm.engine_args: {exc}") from None
     return [AsyncLLM.from_engine_args(parsed)]
+
+
+def _reads(contexts: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], int | None]]:
+    """Requests that read the label-token distribution after every context: a prompt
+    suffix, and a token the engine is made to generate after it (``allowed_token_ids``)
+    or None. The log-probabilities vLLM reports are the raw model's, before that mask,
+    so a forced request reads the distribution after the suffix and, one decode step
+    later, after suffix + token: for labels 1..10 one request covers "1".."9" and the
+    "0" of "10", without a second prefill."""
+    covered: set[tuple[int, ...]] = set()
+    reads: list[tuple[tuple[int, ...], int | None]] = []
+    for context in reversed(contexts):  # longest first
+        if context in covered:
+            continue
+        if not context:
+            reads.append(((), None))
+        else:
+            reads.append((context[:-1], context[-1]))
+            covered.add(context[:-1])
+        covered.add(context)
+    return reads
 
 
 class VLLMBackend(JudgeBackend):
@@ -249,22 +271,37 @@ class VLLMBackend(JudgeBackend):
             return [error for _ in chats]
         contexts = label_contexts(label_ids)
         longest = list(contexts[-1])  # sorted shortest first
-        params = SamplingParams(
-            max_tokens=1, temperature=0.0, logprob_token_ids=wanted, detokenize=False,
-            output_kind=RequestOutputKind.FINAL_ONLY,
-        )  # fmt: skip
+        reads = _reads(contexts)
 
-        async def after(head: list[int], context: tuple[int, ...]) -> dict[int, float]:
-            final = await self._request(head + list(context), params)
-            got = final.outputs[0].logprobs[0]
-            if any(t not in got for t in wanted):
-                raise JudgeCallError("vLLM returned no log-probability for a verdict token")
-            return {t: got[t].logprob for t in wanted}
+        def params(forced: int | None) -> Any:
+            return SamplingParams(
+                max_tokens=1 if forced is None else 2, temperature=0.0,
+                allowed_token_ids=None if forced is None else [forced],
+                logprob_token_ids=wanted, detokenize=False,
+                output_kind=RequestOutputKind.FINAL_ONLY,
+            )  # fmt: skip
+
+        async def read(
+            head: list[int], context: tuple[int, ...], forced: int | None
+        ) -> list[tuple[tuple[int, ...], dict[int, float]]]:
+            out = (await self._request(head + list(context), params(forced))).outputs[0]
+            steps = [context] if forced is None else [context, (*context, forced)]
+            if forced is not None and list(out.token_ids[:1]) != [forced]:
+                raise JudgeCallError("vLLM did not follow the verdict token it was given")
+            found = []
+            for step, got in zip(steps, out.logprobs or [], strict=False):
+                if any(t not in got for t in wanted):
+                    raise JudgeCallError("vLLM returned no log-probability for a verdict token")
+                found.append((step, {t: got[t].logprob for t in wanted}))
+            if len(found) != len(steps):
+                raise JudgeCallError("vLLM stopped before the verdict tokens were read")
+            return found
 
         async def call(chat: Chat) -> dict[str, float]:
             head = self._prompt(chat, prefix, longest)
-            dists = await asyncio.gather(*(after(head, c) for c in contexts))
-            by_context = dict(zip(contexts, dists, strict=True))
+            by_context: dict[tuple[int, ...], dict[int, float]] = {}
+            for found in await asyncio.gather(*(read(head, c, f) for c, f in reads)):
+                by_context.update(found)
             return {
                 label: math.exp(sum(by_context[tuple(ids[:k])][t] for k, t in enumerate(ids)))
                 for label, ids in label_ids.items()
