@@ -7,10 +7,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/deploy/scripts/bootstrap.sh" "server,dev,tokenizers,grpc,models,ray"
 EXTRA=()
-if [ "${REFEREE_VLLM_TESTS:-1}" != 0 ]; then
+case "${REFEREE_VLLM_TESTS:-1}" in 0|false|no|off) VLLM_TESTS=0 ;; *) VLLM_TESTS=1 ;; esac
+if [ "$VLLM_TESTS" = 1 ]; then
     source "$ROOT/deploy/scripts/bootstrap_vllm.sh"
 else
     EXTRA=(--ignore=tests/e2e/test_judge_vllm.py)
 fi
 cd "$ROOT"
-exec python -m pytest "${EXTRA[@]}" "$@"
+exec python -m pytest ${EXTRA[@]+"${EXTRA[@]}"} "$@"

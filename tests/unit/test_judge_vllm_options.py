@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from referee.scorers import scorer_class
+from referee.scorers._hf import resolve_device_dtype
 from referee.scorers.judge.backends import label_contexts, label_token_ids
 
 pytest.importorskip("torch", reason="the judge's model options resolve dtype with torch")
@@ -37,9 +38,10 @@ def test_engine_args_come_from_the_judges_model_options_then_its_vllm_section(
         "model": str(tmp_path.resolve()),
         "tokenizer": HUB,
         "revision": "abc123",
-        "dtype": "float32",  # auto on a machine without CUDA
+        "dtype": resolve_device_dtype("auto", "auto")[1],  # float32 without CUDA
         "trust_remote_code": False,
         "max_logprobs": 128,
+        "logprobs_mode": "raw_logprobs",
         "disable_log_stats": True,
         "kv_cache_memory_bytes": 1 << 30,
         "tensor_parallel_size": 1,
@@ -56,6 +58,7 @@ def test_engine_args_come_from_the_judges_model_options_then_its_vllm_section(
         ({"attn_implementation": "sdpa"}, "transformers settings"),
         ({"vllm": {"engine_args": {"model": "x"}}}, "judge's own options"),
         ({"vllm": {"engine_args": {"enforce_eager": True}}}, "set it as vllm.enforce_eager"),
+        ({"vllm": {"engine_args": {"logprobs_mode": "processed_logprobs"}}}, "set by the judge"),
         ({"vllm": {"gpu_memory_utilization": 1.5}}, "gpu_memory_utilization"),
     ],
 )

@@ -74,6 +74,11 @@ class VLLMOptions(ScorerOptions):
         typed = set(type(self).model_fields) - {"engine_args"}
         own = {"model", "revision", "tokenizer", "dtype", "trust_remote_code"}
         for key in self.engine_args:
+            if key in ("logprobs_mode", "max_logprobs"):
+                raise ValueError(
+                    f"engine_args.{key}: set by the judge (raw log-probabilities of its "
+                    "verdict tokens)"
+                )
             if key in typed:
                 raise ValueError(f"engine_args.{key}: set it as vllm.{key}")
             if key in own:

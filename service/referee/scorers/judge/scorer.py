@@ -14,8 +14,8 @@ import regex
 from referee.scorers.base import (
     ScoreInput,
     Scorer,
-    ScorerOptions,
     ScoreResult,
+    ScorerOptions,
     canonical_json,
     deadline_passed,
     past_deadline_result,

