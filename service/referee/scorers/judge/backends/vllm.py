@@ -173,6 +173,7 @@ class VLLMBackend(JudgeBackend):
         self._key = canonical_json(self.args)
         self._engine: Any = None
         self._dead: str | None = None
+        self._label_cache: dict[tuple[str, tuple[str, ...]], dict[str, list[int]]] = {}
 
     def identity(self) -> dict[str, object]:
         """The weights by content (as the transformers backend), the engine's settings,
@@ -312,13 +313,26 @@ class VLLMBackend(JudgeBackend):
         return await asyncio.to_thread(build)
 
     # -- label probabilities -------------------------------------------------------------
+    async def _label_ids(self, prefix: str, labels: list[str]) -> dict[str, list[int]]:
+        """The labels' tokens, once per label set (a judge has one), tokenized in a thread
+        under the tokenizer lock like the prompts: batches in flight share the tokenizer."""
+        key = (prefix, tuple(labels))
+        if key not in self._label_cache:
+
+            def build() -> dict[str, list[int]]:
+                with self.lm._tokenizing:
+                    return label_token_ids(self.lm.tokens, prefix, labels)
+
+            self._label_cache[key] = await asyncio.to_thread(build)
+        return self._label_cache[key]
+
     async def label_probs(
         self, chats: list[Chat], prefix: str, labels: list[str]
     ) -> list[dict[str, float] | JudgeCallError]:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        label_ids = label_token_ids(self.lm.tokens, prefix, labels)
+        label_ids = await self._label_ids(prefix, labels)
         wanted = sorted({t for ids in label_ids.values() for t in ids})
         if len(wanted) > _MAX_LABEL_TOKENS:
             error = JudgeCallError(
@@ -345,14 +359,15 @@ class VLLMBackend(JudgeBackend):
             steps = [context] if forced is None else [context, (*context, forced)]
             if forced is not None and list(out.token_ids[:1]) != [forced]:
                 raise JudgeCallError("vLLM did not follow the verdict token it was given")
-            found = []
-            for step, got in zip(steps, out.logprobs or [], strict=False):
-                if any(t not in got for t in wanted):
-                    raise JudgeCallError("vLLM returned no log-probability for a verdict token")
-                found.append((step, {t: got[t].logprob for t in wanted}))
-            if len(found) != len(steps):
+            logprobs = out.logprobs or []
+            if len(logprobs) < len(steps):
                 raise JudgeCallError("vLLM stopped before the verdict tokens were read")
-            return found
+            if any(t not in got for got in logprobs for t in wanted):
+                raise JudgeCallError("vLLM returned no log-probability for a verdict token")
+            return [
+                (step, {t: got[t].logprob for t in wanted})
+                for step, got in zip(steps, logprobs, strict=False)
+            ]
 
         async def call(head: list[int]) -> dict[str, float]:
             by_context: dict[tuple[int, ...], dict[int, float]] = {}
