@@ -10,6 +10,13 @@ import pytest
 # Nothing in the tests may reach for a model hub: weights come from installed packages.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Servers the tests start as subprocesses import the test probes (``tests.probes:...``)
+# named in their configs: the repository root goes on their import path.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p
+    )
 
 
 @pytest.fixture(scope="session")

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from referee.batching import DynamicBatcher, Pending
-from referee.cache import MemoryCache, NullCache, ScoreCache, cache_key
+from referee.cache import Breaker, MemoryCache, NullCache, ScoreCache, cache_key
+from referee.cache.redis import RedisCache
 from referee.config import Settings, scorer_refs
 from referee.errors import ErrorKind, RefereeError
 from referee.metrics import Metrics
 from referee.monitors import PipelineMonitor, ensemble_members
 from referee.pipeline import EvalState, LeafScore, PipelineEvaluator
-from referee.rediscache import Breaker, RedisCache
 from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
 from referee.scorers.base import canonical_json
 from referee_client.schema import (

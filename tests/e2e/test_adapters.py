@@ -34,7 +34,7 @@ server: {{api_keys: [{KEY}], max_items_per_request: 50}}
 scorers:
   fmt: {{kind: format, options: {{mode: think_answer}}}}
   exact: {{kind: match, options: {{mode: normalized, extract: "<answer>(.*?)</answer>"}}}}
-  meta: {{kind: python, options: {{function: "referee.examples.probes:metadata_value", kwargs: {{key: level}}}}}}
+  meta: {{kind: python, options: {{function: "tests.probes:metadata_value", kwargs: {{key: level}}}}}}
 pipelines:
   default:
     reward: {{type: weighted_sum, weights: [1.0], inputs: [{{type: gate, name: correct, when: {{node: fmt, value: 1}}, then: exact}}]}}

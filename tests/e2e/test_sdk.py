@@ -32,14 +32,14 @@ server: {{api_keys: [{KEY}], max_items_per_request: 500, max_text_chars: 5000, m
 scorers:
   fmt: {{kind: format, options: {{mode: think_answer}}}}
   exact: {{kind: match, options: {{mode: normalized, extract: "<answer>(.*?)</answer>"}}}}
-  meta: {{kind: python, options: {{function: "referee.examples.probes:metadata_value"}}}}
+  meta: {{kind: python, options: {{function: "tests.probes:metadata_value"}}}}
   queued:
     kind: python
-    options: {{function: "referee.examples.probes:gated_reward"}}
+    options: {{function: "tests.probes:gated_reward"}}
     batching: {{max_batch_size: 1, max_concurrent_batches: 1, max_queue_items: 2, max_wait_ms: 0}}
   sleepy:
     kind: python
-    options: {{function: "referee.examples.probes:slow_reward", kwargs: {{delay_s: 5}}}}
+    options: {{function: "tests.probes:slow_reward", kwargs: {{delay_s: 5}}}}
 pipelines:
   default:
     reward: {{type: weighted_sum, weights: [1.0], inputs: [{{type: gate, when: {{node: fmt, value: 1}}, then: exact}}]}}
@@ -360,7 +360,7 @@ def test_not_ready_503_at_start_up_is_retried_over_http_and_grpc(tmp_path: Path)
     Retry-After 2) after it starts listening; the SDK waits and gets its rewards."""
     config = tmp_path / "slow-start.yaml"
     config.write_text(
-        "scorers:\n  warm: {kind: python, options: {function: 'referee.examples.probes:slow_reward', kwargs: {delay_s: 2}}}\n"
+        "scorers:\n  warm: {kind: python, options: {function: 'tests.probes:slow_reward', kwargs: {delay_s: 2}}}\n"
         "pipelines:\n  warm: {reward: warm}\n"
     )
     grpc_port = free_port()

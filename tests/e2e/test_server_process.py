@@ -203,7 +203,7 @@ def test_shutdown_answers_requests_in_flight_and_exits_cleanly(tmp_path: Path) -
     config = tmp_path / "slow.yaml"
     config.write_text(
         "server: {shutdown_grace_s: 1}\n"
-        "scorers:\n  slow: {kind: python, options: {function: 'referee.examples.probes:slow_reward', kwargs: {delay_s: 20}}}\n"
+        "scorers:\n  slow: {kind: python, options: {function: 'tests.probes:slow_reward', kwargs: {delay_s: 20}}}\n"
         "pipelines:\n  slow: {reward: slow}\n"
     )
     with running_server("--config", str(config)) as (url, proc):

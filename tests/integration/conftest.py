@@ -26,12 +26,12 @@ RULES_CONFIG: dict[str, Any] = {
         },
         "meta": {
             "kind": "python",
-            "options": {"function": "referee.examples.probes:metadata_value"},
+            "options": {"function": "tests.probes:metadata_value"},
         },
         "slow": {
             "kind": "python",
             "options": {
-                "function": "referee.examples.probes:slow_reward",
+                "function": "tests.probes:slow_reward",
                 "kwargs": {"delay_s": 0.3},
             },
             "batching": {

@@ -13,8 +13,8 @@ import pytest
 
 from referee.config import ConfigError, load_settings
 from referee.scorers import scorer_class
-from referee.scorers._model import ModelScorer
 from referee.scorers.base import ScoreResult
+from referee.scorers.models._model import ModelScorer
 from tests.integration.conftest import serve_app
 from tests.models import minilm_dir, smollm_gguf
 from tests.support import score_input

@@ -14,7 +14,7 @@ def config() -> dict:
     data["scorers"] = {
         **RULES_CONFIG["scorers"],
         "other": {"kind": "python", "options": {
-            "function": "referee.examples.probes:metadata_value", "kwargs": {"key": "other"}}},
+            "function": "tests.probes:metadata_value", "kwargs": {"key": "other"}}},
     }  # fmt: skip
     data["pipelines"] = {
         "mix": {"reward": {"type": "uwo", "lam": 0.5, "inputs": ["meta", "other"]}},

@@ -15,7 +15,7 @@ from referee_client._proto import referee_pb2 as pb
 
 CONFIG = {
     "scorers": {"meta": {"kind": "python",
-                         "options": {"function": "referee.examples.probes:metadata_value"}}},
+                         "options": {"function": "tests.probes:metadata_value"}}},
     "pipelines": {"meta": {"reward": "meta"}},
 }  # fmt: skip
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from referee.scorers import scorer_class
-from referee.scorers._hf import resolve_device_dtype
 from referee.scorers.judge.backends import label_contexts, label_token_ids
+from referee.scorers.models._hf import resolve_device_dtype
 
 pytest.importorskip("torch", reason="the judge's model options resolve dtype with torch")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from referee.scorers._lexical import lexical_similarity, rouge_l
-from referee.scorers.similarity import SimilarityScorer
+from referee.scorers.models._lexical import lexical_similarity, rouge_l
+from referee.scorers.models.similarity import SimilarityScorer
 from tests.support import score_input
 
 sacrebleu = pytest.importorskip("sacrebleu", reason="lexical metrics need the models extra")

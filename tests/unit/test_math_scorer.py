@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from referee.scorers.base import ScoreInput, ScoreResult
-from referee.scorers.math import MathScorer
+from referee.scorers.rules.math import MathScorer
 from tests.support import score_input
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")

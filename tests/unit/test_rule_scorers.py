@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
 from referee.scorers.base import FIELDS
-from referee.scorers.format import FormatScorer
-from referee.scorers.length import LengthScorer, resolve_tokenizer_file
-from referee.scorers.match import MatchScorer, normalize_answer
-from referee.scorers.python import PythonScorer
-from referee.scorers.repetition import RepetitionScorer
+from referee.scorers.rules.format import FormatScorer
+from referee.scorers.rules.length import LengthScorer, resolve_tokenizer_file
+from referee.scorers.rules.match import MatchScorer, normalize_answer
+from referee.scorers.rules.python import PythonScorer
+from referee.scorers.rules.repetition import RepetitionScorer
 
 REWARDS = "referee.examples.rewards"
 
@@ -337,7 +337,7 @@ def test_length_fingerprint_carries_the_tokenizer_hash(
 
 
 def test_length_module_does_not_import_tokenizers() -> None:
-    code = "import sys, referee.scorers.length; assert 'tokenizers' not in sys.modules"
+    code = "import sys, referee.scorers.rules.length; assert 'tokenizers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

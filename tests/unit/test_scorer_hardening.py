@@ -16,10 +16,10 @@ from pydantic import ValidationError
 from referee.cache import cache_key
 from referee.scorers import ScoreInput, Scorer, ScoreResult
 from referee.scorers.base import FIELDS, SyncScorer
-from referee.scorers.format import FormatScorer
-from referee.scorers.length import LengthScorer
-from referee.scorers.match import MatchScorer, unbox
-from referee.scorers.python import PythonScorer
+from referee.scorers.rules.format import FormatScorer
+from referee.scorers.rules.length import LengthScorer
+from referee.scorers.rules.match import MatchScorer, unbox
+from referee.scorers.rules.python import PythonScorer
 from tests.support import score_input
 
 REWARDS = "referee.examples.rewards"
@@ -371,7 +371,7 @@ def test_fingerprint_tracks_the_versions_of_libraries_that_decide_rewards(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import referee.scorers.base as base
-    from referee.scorers.math import MathScorer
+    from referee.scorers.rules.math import MathScorer
 
     scorer = MathScorer("m", MathScorer.Options())
     assert "math-verify" in MathScorer.libraries

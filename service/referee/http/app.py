@@ -19,9 +19,9 @@ from referee import __version__
 from referee.config import Settings
 from referee.engine import RewardEngine
 from referee.errors import HTTP_STATUS, ErrorKind, RefereeError
-from referee.http.compat import router as compat_router
 from referee.http.routes import router
 from referee.metrics import Metrics
+from referee.protocols import openrlhf
 from referee_client.schema import RewardRequest
 
 __all__ = ["build_app", "error_response"]
@@ -131,7 +131,7 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
     app.state.metrics = metrics
     app.state.api_keys = settings.server.all_api_keys()
     app.include_router(router)
-    app.include_router(compat_router)
+    app.include_router(openrlhf.router)
     _document_request_body(app)
 
     @app.middleware("http")

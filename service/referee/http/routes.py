@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
 
 from referee.engine import PipelineInfo, RewardEngine
 from referee.errors import HTTP_STATUS, ErrorKind, RefereeError, from_validation_error
-from referee.gateway import check_api_key, server_limits
+from referee.gateway import check_api_key, parse_json, read_body, server_limits
 from referee.metrics import CONTENT_TYPE_LATEST, Metrics
 from referee_client.schema import ErrorBody, RewardRequest, RewardResponse, ServerLimits
 
-__all__ = ["parse_json", "read_body", "router"]
+__all__ = ["router"]
 
 
 def _engine(request: Request) -> RewardEngine:
@@ -38,29 +36,6 @@ v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in sorted(set(HTTP_STATUS.values()))
 }
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RefereeError(
-            ErrorKind.PAYLOAD_TOO_LARGE,
-            f"request body is {declared} bytes; the limit is {limit}: split the request",
-        )
-    chunks = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RefereeError(
-                    ErrorKind.PAYLOAD_TOO_LARGE,
-                    f"request body exceeds {limit} bytes: split the request",
-                )
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise RefereeError(ErrorKind.CLIENT_CLOSED, "client closed the connection") from None
-    return b"".join(chunks)
 
 
 @v1.post(
@@ -100,48 +75,6 @@ async def score_rewards(request: Request) -> Response:
         raise RefereeError(ErrorKind.BAD_REQUEST, "body is nested too deeply") from None
     response = await engine.score(reward_request)
     return Response(response.model_dump_json(), media_type="application/json")
-
-
-def parse_json(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RefereeError(ErrorKind.BAD_REQUEST, f"body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise RefereeError(ErrorKind.BAD_REQUEST, "body is nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
-        raise RefereeError(ErrorKind.BAD_REQUEST, f"body could not be read: {exc}") from None
-    if not isinstance(payload, dict):
-        raise RefereeError(ErrorKind.BAD_REQUEST, "body must be a JSON object")
-    if b"\\ud" in body or b"\\uD" in body:  # only then can a lone surrogate be in there
-        bad = _lone_surrogate_path(payload)
-        if bad is not None:
-            raise RefereeError(
-                ErrorKind.INVALID_REQUEST,
-                "text contains a lone UTF-16 surrogate (a truncated character?); "
-                "send valid Unicode",
-                param=bad,
-            )
-    return payload
-
-
-def _lone_surrogate_path(payload: object) -> str | None:
-    """The path of the first string (value or key) that is not encodable as UTF-8."""
-    stack: list[tuple[object, str]] = [(payload, "")]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return path or None
-        elif isinstance(value, dict):
-            for key, child in value.items():
-                stack.append((key, path))
-                stack.append((child, f"{path}.{key}" if path else str(key)))
-        elif isinstance(value, list):
-            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value))
-    return None
 
 
 def _describe(info: PipelineInfo) -> dict[str, object]:

@@ -1,4 +1,12 @@
-"""Kind name -> "module:Class", imported lazily so unused heavy dependencies never load."""
+"""Kind name -> "module:Class", imported lazily so unused heavy dependencies never load.
+
+Where each family lives (one sub-package each):
+  rules/      math, match, format, length, repetition, python
+  models/     classifier, prm, similarity, likelihood (and their shared loading/batching)
+  judge/      judge (templates, verdicts, guard, backends)
+  execution/  code and SQL execution, and the sandbox they run in
+  multimodal/ image-text scorers (CLIP-style) and their image handling
+"""
 
 from __future__ import annotations
 
@@ -7,16 +15,16 @@ import importlib
 from referee.scorers.base import Scorer
 
 _KINDS: dict[str, str] = {
-    "math": "referee.scorers.math:MathScorer",
-    "match": "referee.scorers.match:MatchScorer",
-    "format": "referee.scorers.format:FormatScorer",
-    "length": "referee.scorers.length:LengthScorer",
-    "repetition": "referee.scorers.repetition:RepetitionScorer",
-    "python": "referee.scorers.python:PythonScorer",
-    "classifier": "referee.scorers.classifier:ClassifierScorer",
-    "prm": "referee.scorers.prm:ProcessRewardScorer",
-    "similarity": "referee.scorers.similarity:SimilarityScorer",
-    "likelihood": "referee.scorers.likelihood:LikelihoodScorer",
+    "math": "referee.scorers.rules.math:MathScorer",
+    "match": "referee.scorers.rules.match:MatchScorer",
+    "format": "referee.scorers.rules.format:FormatScorer",
+    "length": "referee.scorers.rules.length:LengthScorer",
+    "repetition": "referee.scorers.rules.repetition:RepetitionScorer",
+    "python": "referee.scorers.rules.python:PythonScorer",
+    "classifier": "referee.scorers.models.classifier:ClassifierScorer",
+    "prm": "referee.scorers.models.prm:ProcessRewardScorer",
+    "similarity": "referee.scorers.models.similarity:SimilarityScorer",
+    "likelihood": "referee.scorers.models.likelihood:LikelihoodScorer",
     "judge": "referee.scorers.judge:JudgeScorer",
 }
 

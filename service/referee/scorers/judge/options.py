@@ -10,8 +10,8 @@ from typing import Any, Literal
 import regex
 from pydantic import Field, model_validator
 
-from referee.scorers._hf import ModelOptions
 from referee.scorers.base import ScorerOptions
+from referee.scorers.models._hf import ModelOptions
 
 __all__ = [
     "EndpointOptions",

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import math
 
-from referee.scorers._hf import LoadedModel, load_tokenizer
-from referee.scorers._model import ItemRejected, ModelScorer, Seq
 from referee.scorers.judge.backends import JudgeBackend, JudgeCallError, label_token_ids
 from referee.scorers.judge.options import JudgeOptions, SamplingOptions
 from referee.scorers.judge.templates import Chat
+from referee.scorers.models._hf import LoadedModel, load_tokenizer
+from referee.scorers.models._model import ItemRejected, ModelScorer, Seq
 
 __all__ = ["TransformersBackend"]
 

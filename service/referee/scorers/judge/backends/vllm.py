@@ -30,8 +30,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from referee.scorers._hf import ModelSource, resolve_device_dtype
-from referee.scorers._model import ItemRejected, Seq
 from referee.scorers.base import canonical_json
 from referee.scorers.judge.backends import (
     JudgeBackend,
@@ -42,6 +40,8 @@ from referee.scorers.judge.backends import (
 from referee.scorers.judge.backends.local import _JudgeLM
 from referee.scorers.judge.options import JudgeOptions, SamplingOptions
 from referee.scorers.judge.templates import Chat
+from referee.scorers.models._hf import ModelSource, resolve_device_dtype
+from referee.scorers.models._model import ItemRejected, Seq
 
 __all__ = ["VLLMBackend", "engine_args"]
 

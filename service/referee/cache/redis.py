@@ -16,17 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from referee.cache.breaker import Breaker
 from referee.metrics import Metrics
 from referee.scorers.base import ScoreResult
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["SCHEMA_VERSION", "Breaker", "RedisCache", "decode_result", "encode_result"]
+__all__ = ["SCHEMA_VERSION", "RedisCache", "decode_result", "encode_result"]
 
 log = logging.getLogger(__name__)
 
@@ -63,37 +63,6 @@ def decode_result(raw: bytes | str) -> ScoreResult:
         steps=None if steps is None else [float(x) for x in steps],
         reason=None if reason is None else str(reason),
     )
-
-
-class Breaker:
-    """Opens after ``threshold`` failures in a row (one slow call under load is not an
-    outage), stays open ``cooldown_s``, then lets calls try again."""
-
-    def __init__(self, cooldown_s: float, threshold: int = 3) -> None:
-        self.cooldown_s = cooldown_s
-        self.threshold = threshold
-        self.open_until = 0.0
-        self.failures = 0
-        self.failing = False
-
-    def allows(self) -> bool:
-        return time.monotonic() >= self.open_until
-
-    def failed(self, what: str, exc: BaseException) -> None:
-        self.failures += 1
-        if self.failures < self.threshold and not self.failing:
-            return
-        self.open_until = time.monotonic() + self.cooldown_s
-        if not self.failing:
-            self.failing = True
-            log.warning("redis cache unavailable (%s: %r); serving without it, retrying "
-                        "every %.1fs", what, exc, self.cooldown_s)  # fmt: skip
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        if self.failing:
-            self.failing = False
-            log.warning("redis cache is back")
 
 
 class RedisCache:

@@ -14,9 +14,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from referee.scorers._hf import ModelOptions
-from referee.scorers._model import Encoded, ModelScorer, Seq
 from referee.scorers.base import ScoreInput, ScoreResult
+from referee.scorers.models._hf import ModelOptions
+from referee.scorers.models._model import Encoded, ModelScorer, Seq
 
 __all__ = ["ClassifierScorer"]
 

@@ -6,7 +6,7 @@ LaTeX or a plain expression (a bare ``42`` or ``\\frac{1}{2}`` is read as if in 
 the response is parsed preferring its ``\\boxed{}`` answer (all boxed answers together:
 hedging with two boxes gives a set, which does not match a single gold).
 
-The checks run in worker processes (:mod:`referee.scorers._mathpool`): math-verify's own
+The checks run in worker processes (:mod:`referee.scorers.rules._mathpool`): math-verify's own
 timeouts use ``signal.alarm``, which needs a main thread, and a worker that still does not
 answer by ``timeout_s`` plus a grace is killed and replaced. A timed-out item gets
 ``reward_timeout`` with reason ``timeout after …s`` and is not cached.
@@ -25,7 +25,6 @@ from typing import Literal
 
 from pydantic import Field, FiniteFloat
 
-from referee.scorers._mathpool import WorkerPool
 from referee.scorers.base import (
     ScoreInput,
     Scorer,
@@ -34,6 +33,7 @@ from referee.scorers.base import (
     deadline_passed,
     past_deadline_result,
 )
+from referee.scorers.rules._mathpool import WorkerPool
 
 __all__ = ["MathScorer", "check_answer"]
 

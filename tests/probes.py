@@ -1,4 +1,5 @@
-"""Reward functions for exercising the service itself: values read from the item's
+"""Test probes: reward functions for exercising the service itself (never shipped in the
+package: `gated_reward` reads a path from request metadata). Values read from the item's
 metadata, and a deliberately slow scorer. Tests and benchmarks use them through the
 real ``python`` scorer, so the whole engine path runs."""
 
@@ -33,6 +34,6 @@ async def gated_reward(response: str, metadata: dict[str, object] | None) -> flo
     if not metadata or not isinstance(metadata.get("gate"), str):
         raise KeyError("metadata has no 'gate' path")
     gate = Path(str(metadata["gate"]))
-    while not await asyncio.to_thread(gate.exists):  # noqa: ASYNC110 - set by another process
+    while not await asyncio.to_thread(gate.exists):
         await asyncio.sleep(0.01)
     return float(len(response.split()))

@@ -18,10 +18,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from referee.scorers._hf import LoadedModel, ModelOptions, ModelSource
-from referee.scorers._lexical import lexical_similarity
-from referee.scorers._model import Encoded, ItemRejected, ModelScorer, Seq
 from referee.scorers.base import Prepared, ScoreInput, ScoreResult
+from referee.scorers.models._hf import LoadedModel, ModelOptions, ModelSource
+from referee.scorers.models._lexical import lexical_similarity
+from referee.scorers.models._model import Encoded, ItemRejected, ModelScorer, Seq
 
 __all__ = ["SimilarityScorer"]
 

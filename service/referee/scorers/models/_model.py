@@ -18,13 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from referee.scorers._hf import (
-    LoadedModel,
-    ModelOptions,
-    ModelSource,
-    load_model,
-    resolve_device_dtype,
-)
 from referee.scorers.base import (
     Prepared,
     ScoreInput,
@@ -32,6 +25,13 @@ from referee.scorers.base import (
     ScoreResult,
     deadline_passed,
     past_deadline_result,
+)
+from referee.scorers.models._hf import (
+    LoadedModel,
+    ModelOptions,
+    ModelSource,
+    load_model,
+    resolve_device_dtype,
 )
 
 if TYPE_CHECKING:

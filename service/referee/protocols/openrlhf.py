@@ -31,8 +31,7 @@ from pydantic import ValidationError
 
 from referee.engine import RewardEngine
 from referee.errors import ErrorKind, RefereeError, from_validation_error
-from referee.gateway import check_api_key
-from referee.http.routes import parse_json, read_body
+from referee.gateway import check_api_key, parse_json, read_body
 from referee_client._core import combine, plan_chunks
 from referee_client.schema import RewardItem, RewardRequest, RewardResponse
 

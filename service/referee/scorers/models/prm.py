@@ -18,9 +18,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from referee.scorers._hf import LoadedModel, ModelOptions
-from referee.scorers._model import Encoded, ItemRejected, ModelScorer, Seq
 from referee.scorers.base import ScoreInput, ScoreResult
+from referee.scorers.models._hf import LoadedModel, ModelOptions
+from referee.scorers.models._model import Encoded, ItemRejected, ModelScorer, Seq
 
 __all__ = ["ProcessRewardScorer"]
 
