@@ -6,6 +6,14 @@ LaTeX or a plain expression (a bare ``42`` or ``\\frac{1}{2}`` is read as if in 
 the response is parsed preferring its ``\\boxed{}`` answer (all boxed answers together:
 hedging with two boxes gives a set, which does not match a single gold).
 
+A reference that math-verify extracts but cannot turn into an expression (``\\pm`` inside
+a fraction, words, several named equations) is compared as math-verify compares it: as
+text, equal to the response's extracted answer after the same LaTeX normalisation; the
+result's reason says so. Text that is visibly broken (an unclosed ``{``, a trailing
+operator, no letter or digit) is refused as ``invalid_reference``, as is a reference from
+which nothing can be extracted: compared as text, such a reference would score every
+answer wrong instead of saying that the gold answer is unusable.
+
 The checks run in worker processes (:mod:`referee.scorers.rules._mathpool`): math-verify's own
 timeouts use ``signal.alarm``, which needs a main thread, and a worker that still does not
 answer by ``timeout_s`` plus a grace is killed and replaced. A timed-out item gets
@@ -19,9 +27,9 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import Field, FiniteFloat
 
@@ -35,7 +43,7 @@ from referee.scorers.base import (
 )
 from referee.scorers.rules._mathpool import WorkerPool
 
-__all__ = ["MathScorer", "check_answer"]
+__all__ = ["Checked", "MathScorer", "check_answer"]
 
 # Beyond timeout_s: math-verify's alarm has whole seconds (the last call may overrun by
 # < 1 s) plus pipe and scheduling time.
@@ -43,7 +51,24 @@ _GRACE_S = 1.5
 # A reference "already in math mode": otherwise it is read as if wrapped in $…$.
 _DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")
 
+# An operator left without its right operand: the sign of a truncated reference.
+_DANGLING = ("+", "-", "*", "/", "^", "_", "=", "&", "\\")
+_COMMAND = re.compile(r"\\[A-Za-z]+")
+_BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]")
+
 Verdict = Literal["correct", "wrong", "no_answer", "bad_reference", "timeout"]
+
+
+class Checked(NamedTuple):
+    """A worker's answer for one item (picklable)."""
+
+    verdict: Verdict
+    answer: str = ""
+    """The response's extracted answer as text (for the reason)."""
+    reference_text: str | None = None
+    """Set when the reference parsed only to text, so it was compared as text."""
+    problem: str = ""
+    """Why the reference was refused (``bad_reference``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +82,8 @@ class CheckSettings:
     allow_set_relation_comp: bool = False
 
 
-def check_answer(settings: CheckSettings, request: tuple[str, str]) -> tuple[Verdict, str]:
-    """Compare ``(gold, response)``; runs on a worker's main thread (signal-based timeouts).
-
-    Returns the verdict and the extracted answer text (for the reason).
-    """
+def check_answer(settings: CheckSettings, request: tuple[str, str]) -> Checked:
+    """Compare ``(gold, response)``; runs on a worker's main thread (signal-based timeouts)."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
     from math_verify.errors import TimeoutException
 
@@ -91,19 +113,20 @@ def check_answer(settings: CheckSettings, request: tuple[str, str]) -> tuple[Ver
     gold_config = [LatexExtractionConfig(), ExprExtractionConfig()]
     pred_config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
     try:
-        candidates = [gold] if _DELIMITED.search(gold) else [f"${gold}$", gold]
-        golds: list[object] = []
-        for text in candidates:
-            golds = parse_or_empty(text, gold_config, "any_match")
-            if any(not isinstance(g, str) for g in golds):
-                break
-        else:
-            return "bad_reference", ""
+        golds, problem = _read_reference(
+            gold, lambda text: parse_or_empty(text, gold_config, "any_match")
+        )
+        if not golds:
+            return Checked("bad_reference", problem=problem)
+        textual = all(isinstance(g, str) for g in golds)
+        reference_text = str(golds[0]) if textual else None
         preds = parse_or_empty(response, pred_config, "first_match")
         if not preds:
-            return "no_answer", ""
+            return Checked("no_answer")
         answer = next((p for p in preds if isinstance(p, str)), "")
         timed_out = False
+        # A text-only gold meets math-verify's own string comparison here: verify() compares
+        # two strings by equality after strip(), and a string with an expression never.
         for g, p in itertools.product(golds, preds):
             try:
                 if verify(
@@ -116,18 +139,63 @@ def check_answer(settings: CheckSettings, request: tuple[str, str]) -> tuple[Ver
                     timeout_seconds=budget(),
                     raise_on_error=True,
                 ):
-                    return "correct", answer
+                    return Checked("correct", answer, reference_text)
             except TimeoutException:
                 timed_out = True
             except Exception:  # a comparison sympy cannot do: try the next pair
                 continue
     except TimeoutException:
-        return "timeout", ""
-    return ("timeout", "") if timed_out else ("wrong", answer)
+        return Checked("timeout")
+    return Checked("timeout") if timed_out else Checked("wrong", answer, reference_text)
+
+
+def _read_reference(
+    gold: str, parse_gold: Callable[[str], list[object]]
+) -> tuple[list[object], str]:
+    """The reference's extracted answers (expressions, or text only) or ``[]`` and why.
+
+    A bare reference is read as if in ``$…$``. Only when that gives nothing usable (no
+    extraction, or broken text) is it parsed as written: parsed bare, math-verify may pick a
+    fragment (``x = \\frac{1}{2}, x = …`` gives ``1/2``), so well-formed text read in
+    ``$…$`` is kept as the whole answer rather than replaced by a fragment.
+    """
+    problem = "math-verify extracts nothing from it"
+    candidates = [gold] if _DELIMITED.search(gold) else [f"${gold}$", gold]
+    for text in candidates:
+        found = parse_gold(text)
+        if any(not isinstance(g, str) for g in found):
+            return found, ""
+        if found:
+            broken = next(filter(None, (_broken_text(str(g)) for g in found)), None)
+            if broken is None:
+                return found, ""
+            problem = broken
+    return [], problem
+
+
+def _broken_text(text: str) -> str | None:
+    """Why ``text`` (a reference math-verify read only as text) is not a usable answer."""
+    text = text.strip()
+    depth = 0
+    for token in _BRACE_OR_ESCAPE.findall(text):
+        if token == "{":
+            depth += 1
+        elif token == "}":
+            depth -= 1
+            if depth < 0:
+                return "it has a '}' that closes nothing"
+    if depth:
+        return "it has a '{' that is never closed"
+    if not any(c.isalnum() for c in _COMMAND.sub("", text)):
+        return "it has no letter or digit, only symbols"
+    if text.endswith(_DANGLING):
+        return f"it ends with {text[-1]!r}, an operator without its operand"
+    return None
 
 
 class MathScorer(Scorer):
     kind = "math"
+    implementation_version = "2"  # 2: text-only references compared as text
     libraries = ("math-verify", "latex2sympy2_extended", "sympy", "antlr4-python3-runtime")
     reads = ("response", "reference")
 
@@ -161,7 +229,7 @@ class MathScorer(Scorer):
             allow_set_relation_comp=options.allow_set_relation_comp,
         )
         workers = options.workers or min(4, os.cpu_count() or 1)
-        self._pool: WorkerPool[CheckSettings, tuple[str, str], tuple[Verdict, str]] = WorkerPool(
+        self._pool: WorkerPool[CheckSettings, tuple[str, str], Checked] = WorkerPool(
             check_answer, self._settings, warmup=("\\frac{1}{2}", "\\boxed{0.5}"), size=workers
         )
         self._started = False
@@ -187,9 +255,11 @@ class MathScorer(Scorer):
             return ScoreResult.failed(
                 "the math scorer needs `reference` (the gold answer)", error_type="missing_field"
             )
-        response, note = item.response, None
+        response, notes = item.response, []
         if len(response) > opts.max_response_chars:
-            note = f"checked the last {opts.max_response_chars} of {len(response)} characters"
+            notes.append(
+                f"checked the last {opts.max_response_chars} of {len(response)} characters"
+            )
             response = response[-opts.max_response_chars :]
         if deadline_passed():  # checked after waiting for a worker, before using one
             return past_deadline_result()
@@ -200,27 +270,31 @@ class MathScorer(Scorer):
             )
         if outcome.status == "error":
             return ScoreResult.failed(f"the math check failed: {outcome.detail}")
-        verdict, answer = outcome.reply if outcome.reply is not None else ("timeout", "")
-        if verdict == "timeout":
+        reply = outcome.reply if outcome.reply is not None else Checked("timeout")
+        if reply.verdict == "timeout":
             return ScoreResult(
                 value=opts.reward_timeout,
-                reason=_join(f"timeout after {opts.timeout_s:g}s", note),
+                reason=_join(f"timeout after {opts.timeout_s:g}s", notes),
                 cacheable=False,
             )
-        if verdict == "bad_reference":
+        if reply.verdict == "bad_reference":
             return ScoreResult.failed(
-                f"cannot parse the reference {_clip(item.reference)} as a math answer",
+                f"cannot parse the reference {_clip(item.reference)} as a math answer: "
+                f"{reply.problem}",
                 error_type="invalid_reference",
             )
-        if verdict == "no_answer":
+        if reply.verdict == "no_answer":
             return ScoreResult(
-                value=opts.reward_wrong, reason=_join("no answer found in response", note)
+                value=opts.reward_wrong, reason=_join("no answer found in response", notes)
             )
-        if verdict == "correct":
-            return ScoreResult(value=opts.reward_correct, reason=note)
+        if reply.reference_text is not None:
+            notes.insert(0, "compared as text: the reference parses only to text "
+                            f"{_clip(reply.reference_text)}")  # fmt: skip
+        if reply.verdict == "correct":
+            return ScoreResult(value=opts.reward_correct, reason="; ".join(notes) or None)
         return ScoreResult(
             value=opts.reward_wrong,
-            reason=_join(f"answer {_clip(answer)} is not equivalent to the reference", note),
+            reason=_join(f"answer {_clip(reply.answer)} is not equivalent to the reference", notes),
         )
 
 
@@ -228,5 +302,5 @@ def _clip(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def _join(reason: str, note: str | None) -> str:
-    return f"{reason} ({note})" if note else reason
+def _join(reason: str, notes: list[str]) -> str:
+    return f"{reason} ({'; '.join(notes)})" if notes else reason
