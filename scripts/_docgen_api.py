@@ -5,6 +5,7 @@ scripts/gen_docs.py."""
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -12,11 +13,22 @@ from typing import Any
 
 from scripts._docgen_config import HEADER, cell
 
-__all__ = ["CLI_COLUMNS", "cli_help", "cli_reference", "grpc_reference", "http_reference"]
+__all__ = [
+    "CLI_COLUMNS",
+    "CLI_ENV",
+    "cli_help",
+    "cli_reference",
+    "grpc_reference",
+    "http_reference",
+    "plain_help",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO = "referee/v1/referee.proto"
 CLI_COLUMNS = 100  # the terminal width the CLI reference is rendered at
+# how the help is rendered for the reference and by the test that runs the console script
+CLI_ENV = {"COLUMNS": str(CLI_COLUMNS), "TERMINAL_WIDTH": str(CLI_COLUMNS), "NO_COLOR": "1",
+           "TERM": "dumb", "_TYPER_FORCE_DISABLE_TERMINAL": "1"}  # fmt: skip
 
 
 # -- HTTP ---------------------------------------------------------------------------------
@@ -203,11 +215,17 @@ def cli_help(*args: str) -> str:
 
     from referee.cli import app
 
-    env = {"COLUMNS": str(CLI_COLUMNS), "NO_COLOR": "1", "TERM": "dumb"}
-    result = CliRunner(env=env).invoke(app, [*args, "--help"], prog_name="referee")
+    result = CliRunner(env=CLI_ENV).invoke(app, [*args, "--help"], prog_name="referee")
     if result.exit_code != 0:
         raise RuntimeError(f"referee {' '.join(args)} --help failed: {result.output}")
-    return "\n".join(line.rstrip() for line in result.output.splitlines()).strip("\n") + "\n"
+    return plain_help(result.output)
+
+
+def plain_help(output: str) -> str:
+    """Help text without terminal styling (rich adds it where a CI forces a terminal) and
+    without trailing spaces."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n") + "\n"
 
 
 def cli_commands() -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from scripts._docgen_api import CLI_COLUMNS, cli_commands
+from scripts._docgen_api import CLI_ENV, cli_commands, plain_help
 
 from tests.doc_blocks import ROOT
 from tests.e2e.server import cli
@@ -24,12 +24,9 @@ def test_every_subcommand_is_documented() -> None:
 @pytest.mark.parametrize("command", sorted(DOCUMENTED))
 def test_help_of_the_console_script_matches_the_docs(command: str) -> None:
     args = command.split()[1:]
-    result = cli(
-        *args, "--help", env={"COLUMNS": str(CLI_COLUMNS), "NO_COLOR": "1", "TERM": "dumb"}
-    )
+    result = cli(*args, "--help", env=CLI_ENV)
     assert result.returncode == 0, result.stderr
-    printed = "\n".join(line.rstrip() for line in result.stdout.splitlines()).strip("\n") + "\n"
-    assert printed == DOCUMENTED[command], (
+    assert plain_help(result.stdout) == DOCUMENTED[command], (
         f"`{command} --help` differs from docs/reference/cli.md: run `python scripts/gen_docs.py`"
     )
 
