@@ -32,7 +32,13 @@ MAX_ID_LENGTH = 256
 MAX_REFERENCE_REWARDS = 1024
 
 
-class _Strict(BaseModel):
+class _Documented(BaseModel):
+    """A field's docstring is its description (in the OpenAPI document and the docs)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class _Strict(_Documented):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -40,7 +46,9 @@ class Message(_Strict):
     """One chat turn. ``content`` is plain text."""
 
     role: Literal["system", "user", "assistant", "tool"]
+    """Who speaks."""
     content: str
+    """The turn's text."""
 
 
 class RewardItem(_Strict):
@@ -53,11 +61,17 @@ class RewardItem(_Strict):
     """
 
     id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    """The caller's id, unique within the request; the result carries it."""
     prompt: str | None = None
+    """The prompt (with `response`; or give `messages`)."""
     response: str | None = None
+    """The policy's response: the text being rewarded."""
     messages: list[Message] | None = None
+    """A chat ending with the assistant's response, instead of prompt/response."""
     reference: str | None = None
+    """The ground truth: a gold answer, a reference text (numbers are carried as text)."""
     group: str | None = None
+    """Rollouts of one prompt share a group (group normalisation, in-group comparisons)."""
     reference_rewards: list[float] | None = Field(
         default=None,
         max_length=MAX_REFERENCE_REWARDS,
@@ -65,6 +79,7 @@ class RewardItem(_Strict):
         "log_sigmoid_centered) whose reference source is `request`.",
     )
     metadata: dict[str, Any] | None = None
+    """Free-form JSON for scorers that read it (a python scorer's `metadata`)."""
 
     @field_validator("reference", mode="before")
     @classmethod
@@ -123,7 +138,9 @@ class RewardItem(_Strict):
 
 class RewardOptions(_Strict):
     return_components: bool = True
+    """Return every named node's value in `components`."""
     timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    """This request's deadline, if shorter than the server's `request_timeout_s`."""
     group_reference_rewards: dict[str, list[float]] | None = Field(
         default=None,
         description="Reference rewards per group id, for centred transforms whose reference "
@@ -148,8 +165,11 @@ class RewardOptions(_Strict):
 
 class RewardRequest(_Strict):
     pipeline: str = Field(default="default", min_length=1)
+    """The pipeline to score with."""
     items: list[RewardItem] = Field(min_length=1)
+    """The rollouts; one result each comes back, in this order."""
     options: RewardOptions = Field(default_factory=RewardOptions)
+    """Request options."""
 
     @model_validator(mode="after")
     def _unique_ids(self) -> RewardRequest:
@@ -187,23 +207,35 @@ class RewardResult(BaseModel):
     )
 
 
-class Usage(BaseModel):
+class Usage(_Documented):
     items: int
+    """Items in the request."""
     cache_hits: int
+    """Scorer values served from the cache (one per scorer and item)."""
     errors: int
+    """Items that got an error instead of a reward."""
 
 
-class RewardResponse(BaseModel):
+class RewardResponse(_Documented):
     pipeline: str
+    """The pipeline that scored the request."""
     pipeline_version: str
+    """sha256 of the pipeline's tree and its scorers' fingerprints: changes exactly when
+    rewards can."""
     results: list[RewardResult]
+    """One per item, in request order."""
     usage: Usage
+    """Counts for this request."""
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(_Documented):
     type: str
+    """The error kind: bad_request, unauthorized, not_found, payload_too_large,
+    invalid_request, overloaded, not_ready, timeout, internal."""
     message: str
+    """What went wrong and what to fix."""
     param: str | None = None
+    """The field to fix (`items[3].response`), when one is to blame."""
 
 
 class ErrorBody(BaseModel):
@@ -212,10 +244,14 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-class ServerLimits(BaseModel):
+class ServerLimits(_Documented):
     """What one request may hold (GET /v1/limits, gRPC GetLimits): clients split above it."""
 
     max_items_per_request: int
+    """Most items in one request."""
     max_request_bytes: int
+    """Largest request body in bytes."""
     max_text_chars: int
+    """Longest prompt, response, reference or message."""
     request_timeout_s: float
+    """The server's request deadline."""

@@ -174,9 +174,14 @@ def _done_ids(out: Path) -> set[str]:
 @app.command()
 def score(
     input_path: Annotated[Path, typer.Argument(metavar="IN.jsonl", help="One item per line.")],
-    pipeline: Annotated[str, typer.Option("--pipeline", "-p")] = "default",
+    pipeline: Annotated[
+        str, typer.Option("--pipeline", "-p", help="The pipeline to score with.")
+    ] = "default",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Default: IN.scored.jsonl")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Results, one per line (appended). Default: IN.scored.jsonl"
+        ),
     ] = None,
     config: ConfigOption = None,
     chunk_size: Annotated[int, typer.Option(min=1, help="Items per engine call.")] = 256,

@@ -58,8 +58,10 @@ class _Section(BaseModel):
 
 
 class ServerSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    host: str = Field(
+        default="127.0.0.1", description="Address to listen on (0.0.0.0: every interface)."
+    )
+    port: int = Field(default=8000, ge=0, le=65535, description="HTTP port.")
     grpc_port: int | None = Field(
         default=None, ge=0, le=65535,
         description="Serve the gRPC API (referee.v1) on this port next to HTTP; null or 0: off.",
@@ -72,12 +74,20 @@ class ServerSettings(_Section):
     api_keys_file: Path | None = Field(
         default=None, description="A file with one API key per line (a mounted secret)."
     )
-    max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    max_items_per_request: int = Field(default=10_000, gt=0)
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Largest request body; larger: 413."
+    )
+    max_items_per_request: int = Field(
+        default=10_000, gt=0, description="Most items in one request; more: 413 (split it)."
+    )
     max_text_chars: int = Field(
         default=1_000_000, gt=0, description="Longest prompt/response/reference/message."
     )
-    request_timeout_s: float = Field(default=120.0, gt=0)
+    request_timeout_s: float = Field(
+        default=120.0, gt=0,
+        description="Deadline of a request (504 after); a request may ask for less with "
+        "`options.timeout_s`.",
+    )  # fmt: skip
     shutdown_grace_s: float = Field(
         default=30.0,
         ge=0,
@@ -85,7 +95,9 @@ class ServerSettings(_Section):
         description="On SIGTERM/SIGINT: how long requests in flight may finish before they "
         "are answered 503 and the server exits.",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the server and its access log."
+    )
     monitor_window: int = Field(
         default=10_000, ge=10, le=1_000_000,
         description="Items per pipeline in the reward-health window (/v1/pipelines/NAME/stats).",
@@ -119,11 +131,18 @@ class ServerSettings(_Section):
 
 
 class BatchingSettings(_Section):
-    max_batch_size: int = Field(default=256, gt=0)
+    max_batch_size: int = Field(default=256, gt=0, description="Most items in one batch.")
     max_batch_tokens: int = Field(default=1_048_576, gt=0, description="padded tokens a batch")
-    max_wait_ms: float = Field(default=2.0, ge=0, le=10_000)
-    max_queue_items: int = Field(default=100_000, gt=0)
-    max_concurrent_batches: int = Field(default=2, gt=0)
+    max_wait_ms: float = Field(
+        default=2.0, ge=0, le=10_000, description="How long a batch waits for more items."
+    )
+    max_queue_items: int = Field(
+        default=100_000, gt=0,
+        description="Items a scorer queue holds; beyond this, requests get 429 with Retry-After.",
+    )  # fmt: skip
+    max_concurrent_batches: int = Field(
+        default=2, gt=0, description="Batches of one scorer computed at the same time."
+    )
     order: Literal["arrival", "length"] | None = Field(
         default=None,
         description="arrival: oldest first; length: the oldest item with the waiting items "
@@ -132,7 +151,11 @@ class BatchingSettings(_Section):
 
 
 class CacheSettings(_Section):
-    backend: Literal["memory", "redis", "none"] = "memory"
+    backend: Literal["memory", "redis", "none"] = Field(
+        default="memory",
+        description="memory: an in-process LRU; redis: the LRU in front of a Redis shared by "
+        "every process and replica; none: no cache.",
+    )
     max_entries: int = Field(
         default=200_000, ge=0, description="In-process LRU entries (the first level, also "
         "in front of Redis); 0 turns it off."
@@ -143,7 +166,10 @@ class CacheSettings(_Section):
         "or user:password@. Prefer REFEREE_CACHE__URL from a secret to a file.",
     )
     ttl_s: int | None = Field(default=7 * 24 * 3600, gt=0, description="null: no expiry")
-    namespace: str = Field(default="referee", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    namespace: str = Field(
+        default="referee", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Prefix of the Redis keys: {namespace}:v{schema}:{sha256}.",
+    )  # fmt: skip
     op_timeout_s: float = Field(default=0.25, gt=0, le=10, description="per Redis call")
     breaker_cooldown_s: float = Field(
         default=5.0, gt=0, le=600, description="after a Redis failure, skip it this long"
@@ -158,8 +184,10 @@ class CacheSettings(_Section):
 
 
 class ScorerConfig(_Section):
-    kind: str
-    options: dict[str, Any] = Field(default_factory=dict)
+    kind: str = Field(description="The scorer kind (see Scorer kinds below).")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The kind's options (see its table below)."
+    )
     batching: BatchingSettings | None = Field(
         default=None, description="Overrides the global batching settings for this scorer."
     )
@@ -185,8 +213,12 @@ class ScorerConfig(_Section):
 
 
 class PipelineConfig(_Section):
-    description: str = ""
-    reward: Node
+    description: str = Field(
+        default="", description="Shown by /v1/pipelines and `referee pipelines`."
+    )
+    reward: Node = Field(
+        description="The expression tree: a scorer name or a node (see Pipeline nodes below)."
+    )
 
 
 def scorer_refs(node: Node) -> Iterator[ScorerNode]:

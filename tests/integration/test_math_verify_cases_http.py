@@ -60,7 +60,11 @@ DOC = Path(__file__).parents[2] / "docs" / "scorers" / "rules.md"
 
 
 def doc_block(name: str) -> Any:
-    found = re.search(rf"<!-- doctest: {name} -->\n```json\n(.*?)\n```", DOC.read_text(), re.S)
+    found = re.search(
+        rf"<!-- doctest: test \(tests/integration/test_math_verify_cases_http.py: {name}\) -->\n```json\n(.*?)\n```",
+        DOC.read_text(),
+        re.S,
+    )
     assert found, f"no {name} block in {DOC}"
     return json.loads(found.group(1))
 

@@ -89,12 +89,14 @@ def _describe(info: PipelineInfo) -> dict[str, object]:
 
 @v1.get("/pipelines", responses=_ERRORS)
 async def list_pipelines(request: Request) -> dict[str, object]:
+    """Every pipeline: name, description, version, scorers and tree."""
     engine = _engine(request)
     return {"pipelines": [_describe(p) for p in engine.pipelines.values()]}
 
 
 @v1.get("/pipelines/{name}", responses=_ERRORS)
 async def get_pipeline(name: str, request: Request) -> dict[str, object]:
+    """One pipeline, with the kind and fingerprint of each of its scorers."""
     engine = _engine(request)
     info = engine.pipeline(name)
     described = _describe(info)

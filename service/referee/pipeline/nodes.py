@@ -49,9 +49,9 @@ class _Model(BaseModel):
 
 # -- transforms ---------------------------------------------------------------------------
 class ClipTransform(_Model):
-    type: Literal["clip"]
-    min: Finite | None = None
-    max: Finite | None = None
+    type: Literal["clip"] = Field(description="Clamp the value to [min, max].")
+    min: Finite | None = Field(default=None, description="Lower bound; null: none.")
+    max: Finite | None = Field(default=None, description="Upper bound; null: none.")
 
     @model_validator(mode="after")
     def _ordered(self) -> ClipTransform:
@@ -65,9 +65,9 @@ class ClipTransform(_Model):
 class AffineTransform(_Model):
     """value * scale + shift."""
 
-    type: Literal["affine"]
-    scale: Finite = 1.0
-    shift: Finite = 0.0
+    type: Literal["affine"] = Field(description="value * scale + shift.")
+    scale: Finite = Field(default=1.0, description="Multiplies the value.")
+    shift: Finite = Field(default=0.0, description="Added after scaling.")
 
 
 def _reference_values(value: object) -> object:
@@ -89,9 +89,13 @@ ReferenceSource = Annotated[
 class SigmoidCenteredTransform(_Model):
     """Preference-as-reward (PAR): mean over r_ref of sigmoid(k * (r - r_ref))."""
 
-    type: Literal["sigmoid_centered"]
+    type: Literal["sigmoid_centered"] = Field(
+        description="Preference-as-reward: mean over r_ref of sigmoid(k * (value - r_ref))."
+    )
     reference: ReferenceSource
-    k: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    k: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=1.0, description="Slope of the sigmoid."
+    )
 
     @model_validator(mode="after")
     def _non_empty(self) -> SigmoidCenteredTransform:
@@ -103,9 +107,13 @@ class SigmoidCenteredTransform(_Model):
 class LogSigmoidCenteredTransform(_Model):
     """Mean over r_ref of log sigmoid(k * (r - r_ref))."""
 
-    type: Literal["log_sigmoid_centered"]
+    type: Literal["log_sigmoid_centered"] = Field(
+        description="Mean over r_ref of log sigmoid(k * (value - r_ref))."
+    )
     reference: ReferenceSource
-    k: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    k: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=1.0, description="Slope of the sigmoid."
+    )
 
     @model_validator(mode="after")
     def _non_empty(self) -> LogSigmoidCenteredTransform:
@@ -121,18 +129,28 @@ class GroupNormTransform(_Model):
     mean only (Dr. GRPO). Items without a group, and groups of one, get 0.
     """
 
-    type: Literal["group_norm"]
-    eps: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-6
-    ddof: Literal[0, 1] = 1
-    scale: bool = True
+    type: Literal["group_norm"] = Field(
+        description="(value - mean_g) / (std_g + eps) over the items of the same `group`."
+    )
+    eps: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=1e-6, description="Added to the std, so a group of equal values gives 0."
+    )
+    ddof: Literal[0, 1] = Field(
+        default=1, description="1: sample std (as TRL and verl compute it); 0: population std."
+    )
+    scale: bool = Field(default=True, description="false: subtract the group mean only (Dr. GRPO).")
 
 
 class RunningZScoreTransform(_Model):
     """(r - mean) / (std + eps) with mean/std over every value this node has seen
     in this process (Welford), the current batch included."""
 
-    type: Literal["running_zscore"]
-    eps: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-6
+    type: Literal["running_zscore"] = Field(
+        description="(value - mean) / (std + eps) over every value this node has seen."
+    )
+    eps: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=1e-6, description="Added to the std."
+    )
 
 
 Transform = Annotated[
@@ -148,15 +166,23 @@ Transform = Annotated[
 
 # -- nodes ----------------------------------------------------------------------------------
 class _NodeBase(_Model):
-    name: str | None = Field(default=None, min_length=1, max_length=128)
-    transforms: list[Transform] = Field(default_factory=list)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="The node's key in `components`; unnamed: the scorer's name for a leaf, "
+        "`reward` for the root, else a name from the node's position.",
+    )  # fmt: skip
+    transforms: list[Transform] = Field(
+        default_factory=list, description="Transforms applied to the node's value, in order."
+    )
 
 
 class ScorerNode(_NodeBase):
     """A leaf: a scorer's value, or one of its aspects (``scorer.aspect``)."""
 
-    type: Literal["scorer"]
-    scorer: str
+    type: Literal["scorer"] = Field(
+        description="Written as a plain string (`math`) or as {type: scorer, scorer: math}."
+    )
+    scorer: str = Field(description="A scorer name, or `name.aspect` for one of its aspects.")
 
     @model_validator(mode="before")
     @classmethod
@@ -185,10 +211,17 @@ class CombineNode(_NodeBase):
     """weighted_sum (needs ``weights``), mean, min (worst case), max, product, and
     uwo: mean - lam * variance (population) across members."""
 
-    type: Literal["weighted_sum", "mean", "min", "max", "product", "uwo"]
-    inputs: list[Node] = Field(min_length=1)
-    weights: list[Finite] | None = None
-    lam: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    type: Literal["weighted_sum", "mean", "min", "max", "product", "uwo"] = Field(
+        description="How the inputs combine: weighted sum, mean, min (worst-case ensemble), "
+        "max, product, or uwo (mean - lam * variance)."
+    )
+    inputs: list[Node] = Field(min_length=1, description="The nodes to combine.")
+    weights: list[Finite] | None = Field(
+        default=None, description="weighted_sum only: one finite weight per input."
+    )
+    lam: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=1.0, description="uwo only: how much the inputs' variance is subtracted."
+    )
 
     @model_validator(mode="after")
     def _weights_match(self) -> CombineNode:
@@ -205,19 +238,23 @@ class CombineNode(_NodeBase):
 
 
 class Condition(_Model):
-    node: Node
-    op: Literal[">", ">=", "<", "<=", "==", "!="] = ">="
-    value: Finite
+    node: Node = Field(description="The node whose value is compared.")
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = Field(
+        default=">=", description="The comparison."
+    )
+    value: Finite = Field(description="The threshold.")
 
 
 class GateNode(_NodeBase):
     """``then`` counts only for items where ``when`` holds; the others get ``otherwise``.
     The ``then`` branch is not computed for items that fail the condition."""
 
-    type: Literal["gate"]
-    when: Condition
-    then: Node
-    otherwise: Finite = 0.0
+    type: Literal["gate"] = Field(description="Use `then` only where `when` holds.")
+    when: Condition = Field(description="The condition: {node, op, value}.")
+    then: Node = Field(description="The value where the condition holds.")
+    otherwise: Finite = Field(
+        default=0.0, description="The value elsewhere (`then` is not computed for those items)."
+    )
 
 
 _COMBINE_TYPES = frozenset({"weighted_sum", "mean", "min", "max", "product", "uwo"})

@@ -136,9 +136,12 @@ class Prepared:
 
 
 class ScorerOptions(BaseModel):
-    """Base of every scorer's options: unknown keys are errors, not silently ignored."""
+    """Base of every scorer's options: unknown keys are errors, not silently ignored.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A field's docstring (the string literal under it) is its description, which the
+    generated configuration reference (docs/reference/config.md) shows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Scorer:

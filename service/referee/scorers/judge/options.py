@@ -37,7 +37,10 @@ class EndpointOptions(ScorerOptions):
     )
     backoff_s: float = Field(default=0.5, gt=0, description="First retry's delay (doubles).")
     max_backoff_s: float = Field(default=20.0, gt=0)
+    """Longest delay between retries."""
     top_logprobs: int = Field(default=20, ge=1, le=20)
+    """Top log-probabilities asked of the endpoint per token (logprobs mode reads the verdict tokens
+    among them)."""
 
 
 class VLLMOptions(ScorerOptions):
@@ -58,11 +61,13 @@ class VLLMOptions(ScorerOptions):
         "The judge's max_length limits prompts within it.",
     )
     tensor_parallel_size: int = Field(default=1, ge=1)
+    """GPUs the engine shards the model over."""
     max_num_seqs: int | None = Field(default=None, gt=0, description="Sequences per step.")
     enforce_eager: bool = Field(
         default=False, description="No CUDA graphs / compilation: starts faster, runs slower."
     )
     enable_prefix_caching: bool = True
+    """Reuse the KV cache of shared prompt prefixes (the judge template)."""
     engine_args: dict[str, Any] = Field(
         default_factory=dict,
         description="Any other vllm AsyncEngineArgs field, passed through as is "
@@ -94,12 +99,16 @@ class SamplingOptions(ScorerOptions):
 
     temperature: float = Field(default=0.0, ge=0.0, description="0: greedy.")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Nucleus sampling."""
     seed: int = 0
+    """Sampling seed (votes use seed, seed+1, …); part of the fingerprint."""
     max_new_tokens: int = Field(default=64, gt=0)
+    """Longest generated verdict or critique (parse and vote modes)."""
 
 
 class GuardOptions(ScorerOptions):
     enabled: bool = True
+    """Score responses known to fool judges with `floor`, without calling the judge."""
     floor: float = Field(default=0.0, description="The reward a flagged response gets.")
     rules_file: Path | None = Field(
         default=None, description="A YAML file of extra rules, same format as the shipped one."
@@ -111,25 +120,42 @@ class FewShot(ScorerOptions):
     """One worked example: the fields of an item and the judge's answer to it."""
 
     prompt: str = ""
+    """The example's prompt."""
     response: str = ""
+    """The example's response."""
     reference: str | None = None
+    """The example's reference (reference template)."""
     response_b: str | None = None
+    """The second response (pairwise template)."""
     answer: str = Field(min_length=1)
+    """The judge's answer to the example (a verdict in the template's format)."""
 
 
 class JudgeOptions(ModelOptions):
     backend: Literal["transformers", "openai", "vllm"] = "transformers"
+    """transformers: a local causal LM; vllm: a vLLM engine in the server process; openai: any
+    OpenAI-compatible server (needs `endpoint`)."""
     endpoint: EndpointOptions | None = None
+    """backend openai: the server to call."""
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+    """backend vllm: the engine's settings."""
     template: Literal["pointwise", "reference", "pairwise", "listwise"] = "pointwise"
+    """pointwise: 1-10 against a rubric; reference: yes/no, does the response reach the reference;
+    pairwise and listwise: compare responses of a group."""
     custom_template: str | None = Field(
         default=None, description="A Jinja template of the user turn, instead of the default."
     )
     rubric: str | None = None
+    """What the judge scores against (pointwise)."""
     principles: list[str] = Field(default_factory=list)
+    """Principles listed in the prompt."""
     criteria: str | None = None
+    """Criteria text added to the prompt."""
     few_shot: list[FewShot] = Field(default_factory=list)
+    """Worked examples shown before the item."""
     mode: Literal["logprobs", "parse", "vote"] = "logprobs"
+    """logprobs: probability-weighted score over the verdict tokens (no parsing); parse: generate
+    and parse with verdict_pattern; vote: `votes` seeded samples."""
     scale: tuple[int, int] = Field(default=(1, 10), description="pointwise: lowest, highest.")
     normalize: bool = Field(default=True, description="Map the verdict to [0, 1].")
     answer_prefix: str | None = Field(
@@ -143,9 +169,13 @@ class JudgeOptions(ModelOptions):
         "match counts. Unset: the template's own.",
     )
     parse_retries: int = Field(default=1, ge=0, le=5)
+    """parse mode: corrective retries before a per-item judge_parse_error."""
     votes: int = Field(default=5, ge=1, le=64)
+    """vote mode: samples per item."""
     vote_aggregate: Literal["mean", "majority"] = "mean"
+    """vote mode: how the samples' verdicts combine."""
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    """Sampling settings (temperature 0 and seed 0 by default)."""
     return_critique: bool = Field(default=False, description="parse/vote: text in `reason`.")
     group_mode: Literal["none", "pairwise", "listwise"] = Field(
         default="none", description="pairwise/listwise: compare the responses of a group."
@@ -153,6 +183,7 @@ class JudgeOptions(ModelOptions):
     max_pairs: int = Field(default=8, gt=0, description="pairwise: opponents per item.")
     max_listwise: int = Field(default=8, ge=2, description="listwise: largest group ranked.")
     guard: GuardOptions = Field(default_factory=GuardOptions)
+    """The judge guard (see LLM judges)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> JudgeOptions:

@@ -78,6 +78,8 @@ class ModelOptions(ScorerOptions):
         default=None, description="Put first in conversations that do not start with one."
     )
     trust_remote_code: bool = False
+    """Run the model repository's own Python code (remote-code models); only for models you trust,
+    with `revision` pinned."""
     attn_implementation: str | None = Field(
         default=None, description="eager, sdpa or flash_attention_2; unset: transformers' choice."
     )

@@ -31,7 +31,12 @@ _MARK = "\x00REFEREE_FOLLOWUP\x00"
 
 class LikelihoodOptions(ModelOptions):
     mode: Literal["sequence_logprob", "answer_confidence", "followup"] = "sequence_logprob"
+    """sequence_logprob: log p(response | prompt); answer_confidence: probability of the tokens of
+    the last answer_pattern match; followup: mean log-probability of `positive` next-user
+    utterances minus `negative` ones."""
     input: Literal["auto", "chat", "text"] = "auto"
+    """chat: the prompt through the chat template; text: plain text; auto: chat when the tokenizer
+    has a template."""
     reduce: Literal["sum", "mean", "min"] = Field(
         default="mean",
         description="sequence_logprob: sum or mean of log-probabilities; answer_confidence: "

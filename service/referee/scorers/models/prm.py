@@ -28,8 +28,11 @@ __all__ = ["ProcessRewardScorer"]
 class PRMOptions(ModelOptions):
     separator: str = Field(default="\n\n", min_length=1, description="Splits steps.")
     step_token: str = Field(default="<extra_0>", min_length=1)
+    """Token inserted after each step; the model's score is read at each one."""
     aggregate: Literal["min", "last", "mean", "product"] = "min"
+    """How the step scores become the item's value."""
     positive_label: int = Field(default=1, ge=0)
+    """Index of the label whose probability is a step's score."""
     input: Literal["auto", "chat", "pair"] = Field(
         default="auto",
         description="chat: system/user/assistant through the chat template (Qwen PRM); "
@@ -38,6 +41,7 @@ class PRMOptions(ModelOptions):
     auto_class: Literal["AutoModelForTokenClassification", "AutoModel"] = (
         "AutoModelForTokenClassification"
     )
+    """transformers class to load with; AutoModel for remote-code PRMs (Qwen2.5-Math-PRM)."""
 
 
 class ProcessRewardScorer(ModelScorer):

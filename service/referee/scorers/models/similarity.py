@@ -33,7 +33,11 @@ class SimilarityOptions(ModelOptions):
         description="Embedding model (metric: cosine); see the model scorers' `model`.",
     )
     metric: Literal["cosine", "bleu", "rouge_l", "chrf"] = "cosine"
+    """cosine of sentence embeddings (a model), or lexical BLEU, ROUGE-L or chrF (sacreBLEU; no
+    model)."""
     against: Literal["reference", "group"] = "reference"
+    """Compare with `reference`, or with the other responses of the item's group in the request
+    (their mean)."""
     max_chars: int = Field(
         default=100_000, gt=0, description="Lexical metrics: longest text compared."
     )

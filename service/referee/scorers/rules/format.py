@@ -53,17 +53,27 @@ class FormatScorer(SyncScorer):
 
     class Options(ScorerOptions):
         mode: Literal["think_answer", "regex", "json"] = "think_answer"
+        """think_answer: <think>…</think> then <answer>…</answer>; regex: `pattern` matches; json:
+        the response (or its last ```json block) parses, and validates against `schema` when
+        given."""
         think_tag: str = "think"
+        """Name of the reasoning tag (think_answer)."""
         answer_tag: str = "answer"
+        """Name of the answer tag (think_answer)."""
         pattern: str | None = None
+        """The regular expression of mode `regex`."""
         regex_match: Literal["fullmatch", "search"] = "fullmatch"
+        """fullmatch: the whole response must match; search: the pattern occurs in it."""
         dotall: bool = True
+        """`.` matches newlines too."""
         regex_timeout_s: FiniteFloat = Field(default=0.5, gt=0)
         """Deadline of the ``pattern`` match on one response."""
         json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
         """A JSON Schema (any draft; ``$schema`` picks it, else the latest)."""
         reward_ok: FiniteFloat = 1.0
+        """The value when the response has the format."""
         reward_bad: FiniteFloat = 0.0
+        """The value when it does not (with a reason in `info`)."""
 
         model_config = ConfigDict(populate_by_name=True)
 

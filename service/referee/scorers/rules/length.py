@@ -71,14 +71,26 @@ class LengthScorer(SyncScorer):
 
     class Options(ScorerOptions):
         mode: Literal["overlong", "target"]
+        """overlong: DAPO's soft overlong penalty (0, then linear to -penalty_factor over the
+        buffer, -penalty_factor past max_length); target: -penalty_factor * |n - target| /
+        target."""
         unit: Literal["chars", "words", "tokens"] = "chars"
+        """What the length counts; tokens needs `tokenizer`."""
         tokenizer: str | None = Field(default=None, min_length=1)
+        """unit tokens: a tokenizer.json file, a folder holding one, or a hub name in the local
+        Hugging Face cache (nothing is downloaded)."""
         max_length: int | None = Field(default=None, gt=0)
+        """overlong: the length where the full penalty starts (L_max)."""
         buffer_length: int | None = Field(default=None, gt=0)
+        """overlong: the length of the linear ramp before max_length (L_cache)."""
         target: int | None = Field(default=None, gt=0)
+        """target: the wanted length."""
         direction: Literal["both", "over", "under"] = "both"
+        """target: penalise excess (over), shortfall (under) or both."""
         clip: bool = True
+        """target: clip the penalty at -penalty_factor."""
         penalty_factor: FiniteFloat = Field(default=1.0, ge=0)
+        """The size of the full penalty."""
 
         @model_validator(mode="after")
         def _options_fit_mode(self) -> LengthScorer.Options:

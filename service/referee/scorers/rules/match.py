@@ -172,17 +172,26 @@ class MatchScorer(SyncScorer):
 
     class Options(ScorerOptions):
         mode: Literal["exact", "normalized", "contains", "regex"] = "normalized"
+        """exact: equal strings; normalized: equal after case-folding, collapsing whitespace,
+        stripping trailing punctuation (and LaTeX, see strip_latex); contains: the target occurs
+        in the response; regex: the target is a regular expression."""
         value: str | None = None
         """A fixed target for exact / normalized / contains (instead of ``reference``)."""
         pattern: str | None = None
         """A fixed regular expression for ``regex`` mode (instead of ``reference``)."""
         regex_match: Literal["search", "fullmatch"] = "search"
+        """regex mode: search (occurs anywhere) or fullmatch (the whole text)."""
         extract: str | None = None
         """A regex with exactly one group applied to the response first; last match wins."""
         case_sensitive: bool = True
+        """exact, contains and regex modes: compare case-sensitively (normalized always folds
+        case)."""
         strip_latex: bool = True
+        """normalized mode: unwrap \\boxed{…} and remove `$` before comparing."""
         reward_match: FiniteFloat = 1.0
+        """The value on a match."""
         reward_miss: FiniteFloat = 0.0
+        """The value otherwise."""
         max_chars: int | None = Field(default=20_000, gt=0)
         """Only the last ``max_chars`` characters of the response are examined (null: all)."""
         regex_timeout_s: FiniteFloat = Field(default=0.5, gt=0)

@@ -205,10 +205,15 @@ class MathScorer(Scorer):
         workers: int | None = Field(default=None, ge=1)
         """Worker processes; None = min(4, CPU count)."""
         reward_correct: FiniteFloat = 1.0
+        """The value when the answer is equivalent to `reference`."""
         reward_wrong: FiniteFloat = 0.0
+        """The value when it is not (or no answer is found)."""
         reward_timeout: FiniteFloat = 0.0
+        """The value when the check ran out of time (with a reason in `info`)."""
         float_rounding: int = Field(default=6, ge=0)
+        """Decimal places floats are rounded to before comparing (math-verify)."""
         numeric_precision: int = Field(default=15, ge=1)
+        """Significant digits of numeric evaluation (math-verify)."""
         strict: bool = True
         """Variables must match by name; sets and tuples are different things."""
         allow_set_relation_comp: bool = False

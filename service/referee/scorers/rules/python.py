@@ -144,6 +144,7 @@ class PythonScorer(Scorer):
         version: str | None = None
         """Bump when the function's behaviour changes, so cached rewards miss."""
         concurrency: int = Field(default=16, ge=1, le=1024)
+        """Calls in flight at once (sync functions: threads of the scorer's pool)."""
         timeout_s: FiniteFloat = Field(default=30.0, gt=0)
         """Deadline of one call; past it the item fails with error type ``timeout``."""
 

@@ -33,8 +33,11 @@ class RepetitionScorer(SyncScorer):
 
     class Options(ScorerOptions):
         ngram_size: int = Field(default=3, ge=1, le=64)
+        """n of the n-grams counted."""
         max_penalty: FiniteFloat = Field(default=-1.0, le=0)
+        """The value when every n-gram repeats: max_penalty * (1 - unique/total n-grams)."""
         unit: Literal["words", "chars"] = "words"
+        """n-grams of words or of characters."""
 
     def __init__(self, name: str, options: ScorerOptions) -> None:
         if not isinstance(options, RepetitionScorer.Options):
