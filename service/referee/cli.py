@@ -92,7 +92,7 @@ def serve(
     if settings.server.grpc_port:
         where = f"{settings.server.host}:{settings.server.grpc_port}"
         typer.echo(f"referee: gRPC (referee.v1) on {where}", err=True)
-    app_ = build_app(settings)
+    app_ = build_app(settings, config_path=config)
     grace = settings.server.shutdown_grace_s
     server_config = uvicorn.Config(
         app_,
