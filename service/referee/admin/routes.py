@@ -97,32 +97,39 @@ async def apply_config(request: Request) -> Response:
     """Validate a whole new config, then apply it live: new scorers and pipelines added,
     changed ones reloaded, removed ones drained. An invalid config changes nothing."""
     body: ConfigApplyRequest = await _body(request, ConfigApplyRequest)
-    settings = settings_from(body.config)
+    settings = settings_from(body.config, overrides=request.app.state.server_overrides)
     result = await _reloader(request).apply_config(settings, swap=body.swap)
     return Response(result.model_dump_json(), media_type="application/json")
 
 
-def settings_from(config: dict[str, Any] | None = None, path: Path | None = None) -> Settings:
-    """A config validated whole (environment overrides applied, as at start-up), or a
-    422 listing every problem with its field path."""
+def settings_from(
+    config: dict[str, Any] | None = None, path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:  # fmt: skip
+    """A config validated whole, with the environment's and the command line's
+    overrides applied as at start-up (``overrides``: ``server`` fields set by
+    `referee serve --port ...`), or a 422 listing every problem with its field path."""
     try:
-        return load_settings(path, data=config)
+        settings = load_settings(path, data=config)
     except ConfigError as exc:
         raise RefereeError(
             ErrorKind.INVALID_REQUEST,
             "invalid config, nothing was changed: " + "; ".join(exc.problems),
             param="config",
         ) from None
+    for key, value in (overrides or {}).items():
+        setattr(settings.server, key, value)
+    return settings
 
 
-def install_sighup(reloader: Reloader, path: Path) -> None:
+def install_sighup(reloader: Reloader, path: Path, overrides: dict[str, Any]) -> None:
     """On SIGHUP, read ``path`` again and apply it (a failure is logged; nothing changes)."""
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
     async def apply() -> None:
         try:
-            result = await reloader.apply_config(settings_from(path=path))
+            result = await reloader.apply_config(settings_from(path=path, overrides=overrides))
         except RefereeError as exc:
             log.error("SIGHUP: config %s not applied: %s", path, exc.message)
             return

@@ -3,7 +3,7 @@ behind the admin keys (``authorization: Bearer KEY`` metadata)."""
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -20,9 +20,12 @@ __all__ = ["AdminServicer"]
 
 
 class AdminServicer(pb_grpc.RefereeAdminServicer):
-    def __init__(self, reloader: Reloader, admin_keys: list[str]) -> None:
+    def __init__(
+        self, reloader: Reloader, admin_keys: list[str], overrides: dict[str, Any] | None = None
+    ) -> None:
         self.reloader = reloader
         self.admin_keys = admin_keys
+        self.overrides = overrides or {}
 
     async def ListScorers(
         self, request: pb.ListScorersRequest, context: grpc.aio.ServicerContext
@@ -54,7 +57,8 @@ class AdminServicer(pb_grpc.RefereeAdminServicer):
         try:
             self._authorize(context)
             body = convert.config_from_proto(request)
-            result = await self.reloader.apply_config(settings_from(body.config), swap=body.swap)
+            settings = settings_from(body.config, overrides=self.overrides)
+            result = await self.reloader.apply_config(settings, swap=body.swap)
             return convert.result_to_proto(result)
         except RefereeError as exc:
             await _abort(context, exc)

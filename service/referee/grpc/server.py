@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -72,6 +72,7 @@ class GrpcGateway:
 async def start_grpc_gateway(
     engine: RewardEngine, metrics: Metrics, api_keys: list[str], *, host: str, port: int,
     reloader: Reloader | None = None, admin_keys: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> GrpcGateway:  # fmt: skip
     """``reloader``: also serve the admin API (referee.v1.RefereeAdmin) with ``admin_keys``."""
     limit = engine.settings.server.max_request_bytes
@@ -88,7 +89,7 @@ async def start_grpc_gateway(
         from referee.admin.servicer import AdminServicer
 
         pb_grpc.add_RefereeAdminServicer_to_server(
-            AdminServicer(reloader, admin_keys or []), server
+            AdminServicer(reloader, admin_keys or [], overrides), server
         )
         names.append(pb.DESCRIPTOR.services_by_name["RefereeAdmin"].full_name)
     health = health_aio.HealthServicer()

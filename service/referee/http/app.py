@@ -88,11 +88,14 @@ def _document_request_body(app: FastAPI) -> None:
 
 
 def build_app(
-    settings: Settings, *, engine: RewardEngine | None = None, config_path: Path | None = None
-) -> FastAPI:
+    settings: Settings, *, engine: RewardEngine | None = None,
+    config_path: Path | None = None, server_overrides: dict[str, Any] | None = None,
+) -> FastAPI:  # fmt: skip
     """The FastAPI app around one engine. The engine starts in the background so
     /healthz answers at once and /readyz turns ready when every scorer is warm.
-    ``config_path``: the file the config came from; SIGHUP applies it again, live."""
+    ``config_path``: the file the config came from; SIGHUP applies it again, live.
+    ``server_overrides``: ``server`` fields the command line set (they win over any
+    config applied later, as over the file at start-up)."""
     metrics = engine.metrics if engine is not None else Metrics()
     engine = engine or RewardEngine(settings, metrics)
 
@@ -113,10 +116,11 @@ def build_app(
             gateway = await start_grpc_gateway(
                 engine, metrics, app.state.api_keys, host=server.host, port=server.grpc_port,
                 reloader=app.state.reloader, admin_keys=app.state.admin_keys,
+                overrides=app.state.server_overrides,
             )  # fmt: skip
         app.state.grpc = gateway
         if config_path is not None:
-            install_sighup(app.state.reloader, config_path)
+            install_sighup(app.state.reloader, config_path, app.state.server_overrides)
         starter = asyncio.create_task(start())
         app.state.starter = starter
         try:
@@ -143,6 +147,7 @@ def build_app(
     app.state.api_keys = settings.server.all_api_keys()
     app.state.admin_keys = [k.get_secret_value() for k in settings.server.admin_api_keys]
     app.state.reloader = Reloader(engine)
+    app.state.server_overrides = dict(server_overrides or {})
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(openrlhf.router)
