@@ -43,6 +43,9 @@ class Reloader:
 
     def __init__(self, engine: RewardEngine) -> None:
         self.engine = engine
+        # Why changes are refused here, if they are (Ray Serve's ingress: its replicas
+        # and the scorer deployments change together only through a redeploy).
+        self.refuse: str | None = None
         self._lock = asyncio.Lock()
         now = time.time()
         self._loaded_at: dict[str, float] = dict.fromkeys(engine.scorers, now)
@@ -133,6 +136,8 @@ class Reloader:
             return True  # let the load say what is wrong
 
     async def _apply(self, settings: Settings, rebuild: set[str], swap: Swap) -> ReloadResult:
+        if self.refuse is not None:
+            raise RefereeError(ErrorKind.CONFLICT, self.refuse)
         if self._lock.locked():
             raise RefereeError(ErrorKind.CONFLICT,
                                "another reload is in progress; retry when it has finished",
