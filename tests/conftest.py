@@ -28,6 +28,14 @@ def minilm_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm_classifier_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same reward model with another head (seed 1): a "new checkpoint" for reloads."""
+    from tests.models import save_minilm_head
+
+    return save_minilm_head(tmp_path_factory.mktemp("minilm-rm-b"), "sequence", 3, seed=1)
+
+
+@pytest.fixture(scope="session")
 def minilm_prm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A process reward model: MiniLM with a 2-label token-classification head."""
     from tests.models import save_minilm_head

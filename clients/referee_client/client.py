@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from referee_client._admin import Admin, AsyncAdmin
 from referee_client._core import ClientCore, ClientSettings, ItemLike, Transport
 from referee_client._stream import AsyncRewardStream
 from referee_client.errors import APIConnectionError
@@ -42,7 +43,8 @@ class _BaseClient:
     server-side deadline; ``max_retries`` applies to
     connection errors, timeouts and 408/429/503/504 only; ``chunk_size`` caps items per
     request (the server's own limit applies too); ``max_concurrency`` caps requests in
-    flight.
+    flight. ``admin_key`` (or ``$REFEREE_ADMIN_KEY``) is for ``client.admin`` only (live
+    reloads): the server's admin keys are separate from its API keys.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class _BaseClient:
         max_retries: int = 2,
         chunk_size: int = 1024,
         max_concurrency: int = 8,
+        admin_key: str | None = None,
     ) -> None:
         url = base_url or os.environ.get("REFEREE_URL")
         if not url:
@@ -82,6 +85,7 @@ class _BaseClient:
             max_concurrency=max_concurrency,
         )
         self._core = ClientCore(self.settings, self._transport())
+        self._admin = AsyncAdmin(url, admin_key, timeout)
 
     def _transport(self) -> Transport:
         parts = urlsplit(self.base_url)
@@ -147,7 +151,14 @@ class AsyncRewardClient(_BaseClient):
     async def limits(self) -> ServerLimits | None:
         return await self._core.limits()
 
+    @property
+    def admin(self) -> AsyncAdmin:
+        """Live reloads: ``await client.admin.reload_scorer(name, options=...)``,
+        ``apply_config(...)``, ``scorers()`` (needs ``admin_key``)."""
+        return self._admin
+
     async def aclose(self) -> None:
+        await self._admin.aclose()
         await self._core.aclose()
 
     async def __aenter__(self) -> AsyncRewardClient:
@@ -232,6 +243,7 @@ class RewardClient(_BaseClient):
     def __init__(self, base_url: str | None = None, **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
         self._loop = _LoopThread()
+        self._admin_sync = Admin(self._admin, self._loop.run)
 
     def score(
         self,
@@ -264,10 +276,21 @@ class RewardClient(_BaseClient):
     def limits(self) -> ServerLimits | None:
         return self._loop.run(self._core.limits())
 
+    @property
+    def admin(self) -> Admin:
+        """Live reloads: ``client.admin.reload_scorer(name, options=...)``,
+        ``apply_config(...)``, ``scorers()`` (needs ``admin_key``)."""
+        return self._admin_sync
+
     def close(self) -> None:
         """Stop: calls still running (``submit`` futures included) fail with
         APIConnectionError; the connection and the loop thread end. Idempotent."""
-        self._loop.shutdown(self._core.aclose())
+
+        async def finish() -> None:
+            await self._admin.aclose()
+            await self._core.aclose()
+
+        self._loop.shutdown(finish())
 
     def __enter__(self) -> RewardClient:
         return self

@@ -7,6 +7,7 @@
         ├── BadRequestError         400 / 422: the request is wrong; the message says what to fix
         ├── AuthenticationError     401
         ├── NotFoundError           404: unknown pipeline or route
+        ├── ConflictError           409: a reload is already in progress, or would not fit
         ├── PayloadTooLargeError    413: over a server limit (the SDK splits batches itself)
         ├── RateLimitError          429: a scorer queue is full; retried after Retry-After
         └── ServerError             5xx
@@ -28,6 +29,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "ConflictError",
     "GatewayTimeoutError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -48,6 +50,7 @@ TYPE_STATUS: dict[str, int] = {
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
+    "conflict": 409,
     "payload_too_large": 413,
     "invalid_request": 422,
     "overloaded": 429,
@@ -107,6 +110,10 @@ class NotFoundError(APIStatusError):
     pass
 
 
+class ConflictError(APIStatusError):
+    pass
+
+
 class PayloadTooLargeError(APIStatusError):
     pass
 
@@ -131,6 +138,7 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
     404: NotFoundError,
+    409: ConflictError,
     413: PayloadTooLargeError,
     422: BadRequestError,
     429: RateLimitError,

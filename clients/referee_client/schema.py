@@ -15,15 +15,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from referee_client._json import json_data
 
 __all__ = [
+    "ConfigApplyRequest",
     "ErrorBody",
     "ErrorDetail",
     "ItemError",
     "Message",
+    "ReloadResult",
     "RewardItem",
     "RewardOptions",
     "RewardRequest",
     "RewardResponse",
     "RewardResult",
+    "ScorerList",
+    "ScorerReloadRequest",
+    "ScorerStatus",
     "ServerLimits",
     "Usage",
 ]
@@ -255,3 +260,62 @@ class ServerLimits(_Documented):
     """Longest prompt, response, reference or message."""
     request_timeout_s: float
     """The server's request deadline."""
+
+
+# -- the admin API (live reloads) -------------------------------------------------------
+Swap = Literal["beside", "in_place"]
+
+
+class ScorerReloadRequest(_Strict):
+    """POST /v1/admin/scorers/{name}/reload: load a scorer again, with these options
+    changed (none: the same options, e.g. new weights written to the same directory)."""
+
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options to change (`model`, `revision`, ...); the rest stay as they are.",
+    )
+    swap: Swap = Field(
+        default="beside",
+        description="beside: load the new version next to the old one, then switch (no "
+        "request waits); in_place: unload the old one first (its pipelines answer 503 "
+        "with Retry-After meanwhile), for models too large for two copies.",
+    )
+
+
+class ConfigApplyRequest(_Strict):
+    """POST /v1/admin/config: a whole new config (the YAML file's content as an object),
+    validated whole, then applied live; an invalid one changes nothing."""
+
+    config: dict[str, Any]
+    swap: Swap = "beside"
+
+
+class ReloadResult(BaseModel):
+    """What a reload or config apply changed, and the pipeline versions now served."""
+
+    added: list[str]
+    reloaded: list[str]
+    removed: list[str]
+    pipelines: dict[str, str] = Field(description="pipeline name -> version served now")
+    fingerprints: dict[str, str] = Field(
+        description="each added or reloaded scorer -> its new fingerprint"
+    )
+    duration_s: float
+
+
+class ScorerStatus(BaseModel):
+    name: str
+    kind: str
+    fingerprint: str = Field(description="the version served now (it enters cache keys)")
+    state: Literal["ready", "reloading", "unavailable"]
+    loaded_at: float = Field(description="unix time the serving version finished loading")
+    memory_bytes: int | None = Field(
+        default=None, description="memory the loaded scorer holds (a model's weights)"
+    )
+    pipelines: list[str]
+
+
+class ScorerList(BaseModel):
+    """GET /v1/admin/scorers."""
+
+    scorers: list[ScorerStatus]

@@ -76,12 +76,13 @@ def serve(
 
         run_blocking(settings, config, host or settings.server.host, port or settings.server.port)
         return
-    if host is not None:
-        settings.server.host = host
-    if port is not None:
-        settings.server.port = port
-    if grpc_port is not None:
-        settings.server.grpc_port = grpc_port
+    overrides = {
+        key: value
+        for key, value in (("host", host), ("port", port), ("grpc_port", grpc_port))
+        if value is not None
+    }
+    for key, value in overrides.items():
+        setattr(settings.server, key, value)
     logging.basicConfig(
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -92,7 +93,7 @@ def serve(
     if settings.server.grpc_port:
         where = f"{settings.server.host}:{settings.server.grpc_port}"
         typer.echo(f"referee: gRPC (referee.v1) on {where}", err=True)
-    app_ = build_app(settings)
+    app_ = build_app(settings, config_path=config, server_overrides=overrides)
     grace = settings.server.shutdown_grace_s
     server_config = uvicorn.Config(
         app_,

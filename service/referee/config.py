@@ -74,6 +74,17 @@ class ServerSettings(_Section):
     api_keys_file: Path | None = Field(
         default=None, description="A file with one API key per line (a mounted secret)."
     )
+    admin_api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Keys for the admin API (/v1/admin: live reloads); the admin API is "
+        "off while this is empty. The ordinary `api_keys` never open it.",
+    )
+    memory_limit_bytes: int | None = Field(
+        default=None, gt=0,
+        description="Resident memory this process may use. A reload that loads a new "
+        "model beside the old one is refused (use `swap: in_place`) when it would not fit "
+        "under this, nor under the host's available memory or the cgroup limit.",
+    )  # fmt: skip
     max_request_bytes: int = Field(
         default=64 * 1024 * 1024, gt=0, description="Largest request body; larger: 413."
     )
@@ -103,7 +114,7 @@ class ServerSettings(_Section):
         description="Items per pipeline in the reward-health window (/v1/pipelines/NAME/stats).",
     )  # fmt: skip
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -291,7 +302,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
         if path[0] not in _SECTIONS or len(path) < 2:
             continue
-        if path[-1] == "api_keys":
+        if path[-1] in ("api_keys", "admin_api_keys"):
             value: Any = raw  # keys are text: YAML would turn `yes` or `0123` into other things
         else:
             try:

@@ -16,13 +16,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from referee.batching import DynamicBatcher, Pending
 from referee.cache import Breaker, MemoryCache, NullCache, ScoreCache, cache_key
 from referee.cache.redis import RedisCache
-from referee.config import Settings, scorer_refs
+from referee.config import ScorerConfig, Settings, scorer_refs
 from referee.errors import ErrorKind, RefereeError
 from referee.metrics import Metrics
 from referee.monitors import PipelineMonitor, ensemble_members
@@ -40,7 +40,7 @@ from referee_client.schema import (
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["PipelineInfo", "RewardEngine", "ScorerRunner"]
+__all__ = ["EngineState", "PipelineInfo", "RewardEngine", "ScorerRunner", "build_pipelines"]
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,58 @@ class PipelineInfo:
     components: tuple[str, ...] = ()  # every name a result's `components` can hold
 
 
+def build_pipelines(
+    settings: Settings, scorers: dict[str, Scorer]
+) -> tuple[dict[str, PipelineInfo], dict[str, PipelineEvaluator]]:
+    """Each pipeline's description and evaluator. A pipeline's version hashes its tree and
+    the fingerprints of the scorers it uses, so new weights give a new version."""
+    pipelines: dict[str, PipelineInfo] = {}
+    evaluators: dict[str, PipelineEvaluator] = {}
+    for pname, pcfg in settings.pipelines.items():
+        used = tuple(sorted({leaf.scorer_name for leaf in scorer_refs(pcfg.reward)}))
+        tree = pcfg.reward.model_dump(mode="json", exclude_defaults=False)
+        material = {"tree": tree, "scorers": {s: scorers[s].fingerprint() for s in used}}
+        digest = hashlib.sha256(canonical_json(material).encode()).hexdigest()
+        peers = any("peers" in scorers[s].cache_fields() for s in used)
+        evaluator = PipelineEvaluator(pcfg.reward)
+        pipelines[pname] = PipelineInfo(
+            pname, pcfg.description, f"sha256:{digest[:16]}", used, tree, peers,
+            tuple(dict.fromkeys(evaluator.names.values())),
+        )  # fmt: skip
+        evaluators[pname] = evaluator
+    return pipelines, evaluators
+
+
+@dataclass
+class EngineState:
+    """One consistent version of what the engine serves: the settings, the scorers and
+    their runners, and the pipelines over them. A request uses one state from start to
+    end; a reload builds the next state beside it and swaps, so no response mixes
+    versions, and the old one is retired once the requests that hold it have finished."""
+
+    settings: Settings
+    scorers: dict[str, Scorer]
+    pipelines: dict[str, PipelineInfo]
+    evaluators: dict[str, PipelineEvaluator]
+    runners: dict[str, ScorerRunner] = field(default_factory=dict)
+    # scorer -> why it cannot serve now (an in-place reload unloaded it)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    users: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def acquire(self) -> None:
+        self.users += 1
+        self.idle.clear()
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self.idle.set()
+
+
 class RewardEngine:
     def __init__(
         self,
@@ -177,35 +229,12 @@ class RewardEngine:
     ) -> None:
         """``scorer_factory(name, scorer)`` may put something in a scorer's place (the
         Ray Serve ingress: a proxy to the scorer's own deployment)."""
-        self.settings = settings
         self.metrics = metrics or Metrics()
-        self.scorers: dict[str, Scorer] = {}
-        for name, cfg in settings.scorers.items():
-            cls = scorer_class(cfg.kind)
-            scorer = cls(name, cls.Options.model_validate(cfg.options))
-            scorer.bind_metrics(self.metrics)
-            self.scorers[name] = scorer if scorer_factory is None else scorer_factory(name, scorer)
-        self.pipelines: dict[str, PipelineInfo] = {}
-        self._evaluators: dict[str, PipelineEvaluator] = {}
+        self._scorer_factory = scorer_factory
+        scorers = {name: self.make_scorer(name, cfg) for name, cfg in settings.scorers.items()}
+        self._state = EngineState(settings, scorers, *build_pipelines(settings, scorers))
         self.monitors: dict[str, PipelineMonitor] = {}
-        for pname, pcfg in settings.pipelines.items():
-            used = tuple(sorted({leaf.scorer_name for leaf in scorer_refs(pcfg.reward)}))
-            tree = pcfg.reward.model_dump(mode="json", exclude_defaults=False)
-            material = {"tree": tree, "scorers": {s: self.scorers[s].fingerprint() for s in used}}
-            digest = hashlib.sha256(canonical_json(material).encode()).hexdigest()
-            peers = any("peers" in self.scorers[s].cache_fields() for s in used)
-            evaluator = PipelineEvaluator(pcfg.reward)
-            self.pipelines[pname] = PipelineInfo(
-                pname, pcfg.description, f"sha256:{digest[:16]}", used, tree, peers,
-                tuple(dict.fromkeys(evaluator.names.values())),
-            )  # fmt: skip
-            self._evaluators[pname] = evaluator
-            self.monitors[pname] = PipelineMonitor(
-                pname,
-                ensemble_members(pcfg.reward, evaluator.names),
-                settings.server.monitor_window,
-            )
-        self.runners: dict[str, ScorerRunner] = {}
+        self._sync_monitors()
         self._redis: Redis | None = None
         self._breaker: Breaker | None = None
         self._redis_warmed = False
@@ -214,7 +243,85 @@ class RewardEngine:
         self._draining = False
         self._ready = False
         self._started = False
+        self._retiring: set[asyncio.Task[None]] = set()
         self.startup_error: str | None = None
+
+    # -- what is served now: one consistent state, swapped whole by a reload -------------
+    @property
+    def state(self) -> EngineState:
+        return self._state
+
+    @property
+    def settings(self) -> Settings:
+        return self._state.settings
+
+    @property
+    def scorers(self) -> dict[str, Scorer]:
+        return self._state.scorers
+
+    @property
+    def runners(self) -> dict[str, ScorerRunner]:
+        return self._state.runners
+
+    @property
+    def pipelines(self) -> dict[str, PipelineInfo]:
+        return self._state.pipelines
+
+    def make_scorer(self, name: str, cfg: ScorerConfig) -> Scorer:
+        """A scorer object from its config (not set up yet)."""
+        cls = scorer_class(cfg.kind)
+        scorer = cls(name, cls.Options.model_validate(cfg.options))
+        scorer.bind_metrics(self.metrics)
+        return scorer if self._scorer_factory is None else self._scorer_factory(name, scorer)
+
+    def swap(self, state: EngineState) -> EngineState:
+        """Serve ``state`` from now on (requests already running finish on the one they
+        started with); returns the previous state."""
+        old, self._state = self._state, state
+        self._sync_monitors()
+        return old
+
+    def retire(self, old: EngineState, names: set[str], wait_s: float) -> asyncio.Task[None]:
+        """Stop and close ``names``' runners and scorers of ``old`` once no request uses
+        ``old`` any more (or after ``wait_s``), in the background."""
+
+        async def run() -> None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(old.idle.wait(), wait_s)
+            for name in names:
+                runner = old.runners.get(name)
+                if runner is None:  # not started, or retired already
+                    continue
+                await runner.batcher.stop(grace_s=5.0)
+                try:
+                    await runner.scorer.close()
+                except Exception:
+                    log.exception("closing the retired version of scorer %s failed", name)
+                version = runner.fingerprint
+                current = self._state.scorers.get(name)
+                if current is None or current.fingerprint() != version:
+                    with contextlib.suppress(KeyError):
+                        self.metrics.scorer_version.remove(name, version)
+
+        task = asyncio.ensure_future(run())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        return task
+
+    def _sync_monitors(self) -> None:
+        """A monitor per pipeline; kept across reloads while the pipeline's ensembles
+        stay the same (so reward-health history survives a new model version)."""
+        state = self._state
+        for name in list(self.monitors):
+            if name not in state.pipelines:
+                del self.monitors[name]
+        for pname, pcfg in state.settings.pipelines.items():
+            members = ensemble_members(pcfg.reward, state.evaluators[pname].names)
+            current = self.monitors.get(pname)
+            if current is None or current.members != members:
+                self.monitors[pname] = PipelineMonitor(
+                    pname, members, state.settings.server.monitor_window
+                )
 
     @property
     def ready(self) -> bool:
@@ -238,31 +345,49 @@ class RewardEngine:
             return
         self._started = True
         self._loop = asyncio.get_running_loop()
-        cache_cfg = self.settings.cache
+        state = self._state
         try:
-            for name, scorer in self.scorers.items():
-                t0 = time.perf_counter()
-                await scorer.setup()
-                cache: ScoreCache = (
-                    NullCache() if cache_cfg.backend == "none"
-                    else MemoryCache(cache_cfg.max_entries)
-                )  # fmt: skip
-                batcher = DynamicBatcher(scorer, self.settings.batching_for(name), self.metrics)
-                batcher.start()
-                self.runners[name] = ScorerRunner(
-                    scorer, cache, batcher, self.metrics, self._shared_cache(name)
-                )
-                await self._warm_up(scorer)
-                if self._redis is not None and not self._redis_warmed:
-                    await self._warm_up_redis()
-                self.metrics.scorer_ready.labels(name, scorer.kind).set(1)
-                log.info("scorer %s (%s) ready in %.2fs", name, scorer.kind,
-                         time.perf_counter() - t0)  # fmt: skip
+            for name, scorer in state.scorers.items():
+                state.runners[name] = await self.start_scorer(name, scorer, state.settings)
         except Exception as exc:
             self.startup_error = f"{type(exc).__name__}: {exc}"
             log.exception("start-up failed")
             raise
         self._ready = True
+
+    async def start_scorer(
+        self, name: str, scorer: Scorer, settings: Settings, cache: ScoreCache | None = None
+    ) -> ScorerRunner:
+        """Set ``scorer`` up, put a runner (cache, batcher) in front of it and warm it up.
+        ``cache``: the first level to share (a new version of a scorer keeps its cache:
+        keys hold the fingerprint, so versions never read each other's entries). On
+        failure nothing is left running."""
+        t0 = time.perf_counter()
+        try:
+            await scorer.setup()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await scorer.close()
+            raise
+        if cache is None:
+            cfg = settings.cache
+            cache = NullCache() if cfg.backend == "none" else MemoryCache(cfg.max_entries)
+        batcher = DynamicBatcher(scorer, settings.batching_for(name), self.metrics)
+        batcher.start()
+        runner = ScorerRunner(scorer, cache, batcher, self.metrics, self._shared_cache(name))
+        try:
+            await self._warm_up(scorer)
+            if self._redis is not None and not self._redis_warmed:
+                await self._warm_up_redis()
+        except BaseException:
+            await batcher.stop(grace_s=0.0)
+            with contextlib.suppress(Exception):
+                await scorer.close()
+            raise
+        self.metrics.scorer_ready.labels(name, scorer.kind).set(1)
+        self.metrics.scorer_version.labels(name, runner.fingerprint).set(1)
+        log.info("scorer %s (%s) ready in %.2fs", name, scorer.kind, time.perf_counter() - t0)
+        return runner
 
     def _shared_cache(self, scorer: str) -> RedisCache | None:
         cfg = self.settings.cache
@@ -305,6 +430,8 @@ class RewardEngine:
         self._draining = True
         self._abort.set()
         self._ready = False
+        if self._retiring:  # versions replaced by a reload, still draining
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         await asyncio.gather(*(r.batcher.stop(grace_s) for r in self.runners.values()))
         await asyncio.gather(*(r.shared.drain() for r in self.runners.values() if r.shared))
         if self._redis is not None:
@@ -324,11 +451,11 @@ class RewardEngine:
         }
 
     # -- scoring --------------------------------------------------------------------------
-    def pipeline(self, name: str) -> PipelineInfo:
+    def pipeline(self, name: str, state: EngineState | None = None) -> PipelineInfo:
         try:
-            return self.pipelines[name]
+            return (state or self._state).pipelines[name]
         except KeyError:
-            known = ", ".join(sorted(self.pipelines))
+            known = ", ".join(sorted((state or self._state).pipelines))
             raise RefereeError(
                 ErrorKind.NOT_FOUND,
                 f"unknown pipeline {name!r}; configured pipelines: {known}",
@@ -360,7 +487,12 @@ class RewardEngine:
     async def score(self, request: RewardRequest, *, enforce_limits: bool = True) -> RewardResponse:
         """Score one request. ``enforce_limits=False`` is for trusted offline callers (the
         CLI), where the server's request-size limits protect nothing."""
-        info = self.pipeline(request.pipeline)
+        state = self._state  # the whole request runs on this version of everything
+        info = self.pipeline(request.pipeline, state)
+        down = [state.unavailable[s] for s in info.scorers if s in state.unavailable]
+        if down:
+            raise RefereeError(ErrorKind.NOT_READY, f"pipeline {info.name!r}: {down[0]}",
+                               retry_after_s=2.0)  # fmt: skip
         if self._draining:
             raise RefereeError(ErrorKind.NOT_READY, "server is shutting down; retry elsewhere",
                                retry_after_s=1.0)  # fmt: skip
@@ -377,7 +509,8 @@ class RewardEngine:
         asked = request.options.timeout_s
         timeout = min(asked, server_limit) if asked is not None else server_limit
         deadline = time.monotonic() + timeout
-        work = asyncio.ensure_future(self._score(info, request, deadline))
+        state.acquire()
+        work = asyncio.ensure_future(self._score(state, info, request, deadline))
         abort = asyncio.ensure_future(self._abort.wait())
         try:
             await asyncio.wait({work, abort}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -387,6 +520,7 @@ class RewardEngine:
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
+            state.release()
         if not work.cancelled():
             return work.result()
         if self._abort.is_set():
@@ -401,8 +535,9 @@ class RewardEngine:
         )
 
     async def _score(
-        self, info: PipelineInfo, request: RewardRequest, deadline: float
-    ) -> RewardResponse:
+        self, engine_state: EngineState, info: PipelineInfo, request: RewardRequest,
+        deadline: float,
+    ) -> RewardResponse:  # fmt: skip
         items = [ScoreInput.from_item(item) for item in request.items]
         if info.reads_peers:
             items = with_peers(items)
@@ -422,7 +557,7 @@ class RewardEngine:
             missing = [i for i in indices if (scorer, i) not in memo]
             if missing:
                 task = asyncio.ensure_future(
-                    self.runners[scorer].score([items[i] for i in missing], deadline)
+                    engine_state.runners[scorer].score([items[i] for i in missing], deadline)
                 )
                 task.add_done_callback(_retrieve)
                 calls.append(task)
@@ -435,7 +570,7 @@ class RewardEngine:
             return out
 
         state = EvalState(items=items, reference_rewards=references, fetch=fetch)
-        values = await self._evaluators[info.name].evaluate(state)
+        values = await engine_state.evaluators[info.name].evaluate(state)
         results: list[RewardResult] = []
         want = request.options.return_components
         for i, item in enumerate(items):

@@ -14,6 +14,7 @@ class ErrorKind(str, enum.Enum):
     UNAUTHORIZED = "unauthorized"  # missing or wrong API key
     NOT_FOUND = "not_found"  # unknown pipeline or route
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"  # the target is busy (a reload in progress) or would not fit
     PAYLOAD_TOO_LARGE = "payload_too_large"  # body size, item count, text length
     INVALID_REQUEST = "invalid_request"  # schema errors
     OVERLOADED = "overloaded"  # queue full: retry later
@@ -28,6 +29,7 @@ HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.UNAUTHORIZED: 401,
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.METHOD_NOT_ALLOWED: 405,
+    ErrorKind.CONFLICT: 409,
     ErrorKind.PAYLOAD_TOO_LARGE: 413,
     ErrorKind.INVALID_REQUEST: 422,
     ErrorKind.OVERLOADED: 429,
@@ -45,6 +47,7 @@ GRPC_STATUS: dict[ErrorKind, str] = {
     ErrorKind.UNAUTHORIZED: "UNAUTHENTICATED",
     ErrorKind.NOT_FOUND: "NOT_FOUND",
     ErrorKind.METHOD_NOT_ALLOWED: "UNIMPLEMENTED",
+    ErrorKind.CONFLICT: "ABORTED",
     ErrorKind.PAYLOAD_TOO_LARGE: "INVALID_ARGUMENT",
     ErrorKind.INVALID_REQUEST: "INVALID_ARGUMENT",
     ErrorKind.OVERLOADED: "RESOURCE_EXHAUSTED",

@@ -153,6 +153,26 @@ class Metrics:
             ["scorer", "kind"],
             registry=r,
         )
+        self.reloads = Counter(
+            "referee_reloads",
+            "Live reloads of a scorer (admin API or SIGHUP) by outcome (ok or failed); a "
+            "config apply that rebuilds no scorer counts as scorer `(config)`.",
+            ["scorer", "outcome"],
+            registry=r,
+        )
+        self.reload_duration = Histogram(
+            "referee_reload_duration_seconds",
+            "Time from a reload call to the switch (load and warm-up included).",
+            ["scorer"],
+            buckets=(*LATENCY_BUCKETS, 120.0, 300.0, 600.0),
+            registry=r,
+        )
+        self.scorer_version = Gauge(
+            "referee_scorer_version_info",
+            "1 for the version (fingerprint) a scorer serves now.",
+            ["scorer", "fingerprint"],
+            registry=r,
+        )
 
         # -- reward health (gauges refreshed from the monitors on each scrape) -----------
         self.reward = Histogram(

@@ -30,9 +30,15 @@ MIRRORED: dict[type[BaseModel], str] = {
     schema.RewardResponse: "RewardResponse",
     schema.ErrorDetail: "ErrorDetail",
     schema.ServerLimits: "ServerLimits",
+    schema.ScorerReloadRequest: "ScorerReloadRequest",
+    schema.ConfigApplyRequest: "ConfigApplyRequest",
+    schema.ReloadResult: "ReloadResult",
+    schema.ScorerStatus: "ScorerStatus",
+    schema.ScorerList: "ScorerList",
 }
 HTTP_ONLY = {schema.ErrorBody}  # the JSON error envelope; gRPC sends ErrorDetail in trailers
-PROTO_ONLY = {"DoubleList", "LimitsRequest"}  # a map value type and an empty request
+# a map value type, empty requests, and the admin reload call (the name is in the HTTP path)
+PROTO_ONLY = {"DoubleList", "LimitsRequest", "ListScorersRequest", "ReloadScorerCall"}
 
 
 def _nullable(annotation: object) -> bool:

@@ -157,3 +157,85 @@ class ServerLimits(_message.Message):
     max_text_chars: int
     request_timeout_s: float
     def __init__(self, max_items_per_request: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., request_timeout_s: _Optional[float] = ...) -> None: ...
+
+class ListScorersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ScorerReloadRequest(_message.Message):
+    __slots__ = ("options", "swap")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    SWAP_FIELD_NUMBER: _ClassVar[int]
+    options: _struct_pb2.Struct
+    swap: str
+    def __init__(self, options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., swap: _Optional[str] = ...) -> None: ...
+
+class ReloadScorerCall(_message.Message):
+    __slots__ = ("name", "request")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    request: ScorerReloadRequest
+    def __init__(self, name: _Optional[str] = ..., request: _Optional[_Union[ScorerReloadRequest, _Mapping]] = ...) -> None: ...
+
+class ConfigApplyRequest(_message.Message):
+    __slots__ = ("config", "swap")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SWAP_FIELD_NUMBER: _ClassVar[int]
+    config: _struct_pb2.Struct
+    swap: str
+    def __init__(self, config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., swap: _Optional[str] = ...) -> None: ...
+
+class ReloadResult(_message.Message):
+    __slots__ = ("added", "reloaded", "removed", "pipelines", "fingerprints", "duration_s")
+    class PipelinesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class FingerprintsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    RELOADED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    PIPELINES_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    added: _containers.RepeatedScalarFieldContainer[str]
+    reloaded: _containers.RepeatedScalarFieldContainer[str]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    pipelines: _containers.ScalarMap[str, str]
+    fingerprints: _containers.ScalarMap[str, str]
+    duration_s: float
+    def __init__(self, added: _Optional[_Iterable[str]] = ..., reloaded: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., pipelines: _Optional[_Mapping[str, str]] = ..., fingerprints: _Optional[_Mapping[str, str]] = ..., duration_s: _Optional[float] = ...) -> None: ...
+
+class ScorerStatus(_message.Message):
+    __slots__ = ("name", "kind", "fingerprint", "state", "loaded_at", "memory_bytes", "pipelines")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PIPELINES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    fingerprint: str
+    state: str
+    loaded_at: float
+    memory_bytes: int
+    pipelines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., fingerprint: _Optional[str] = ..., state: _Optional[str] = ..., loaded_at: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., pipelines: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ScorerList(_message.Message):
+    __slots__ = ("scorers",)
+    SCORERS_FIELD_NUMBER: _ClassVar[int]
+    scorers: _containers.RepeatedCompositeFieldContainer[ScorerStatus]
+    def __init__(self, scorers: _Optional[_Iterable[_Union[ScorerStatus, _Mapping]]] = ...) -> None: ...

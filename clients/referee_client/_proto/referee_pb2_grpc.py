@@ -188,3 +188,167 @@ class Referee:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class RefereeAdminStub:
+    """The admin API (live reloads), guarded by the server's admin keys (server.admin_api_keys)
+    sent as `authorization: Bearer KEY` metadata; the ordinary API keys never open it.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListScorers = channel.unary_unary(
+                '/referee.v1.RefereeAdmin/ListScorers',
+                request_serializer=referee_dot_v1_dot_referee__pb2.ListScorersRequest.SerializeToString,
+                response_deserializer=referee_dot_v1_dot_referee__pb2.ScorerList.FromString,
+                _registered_method=True)
+        self.ReloadScorer = channel.unary_unary(
+                '/referee.v1.RefereeAdmin/ReloadScorer',
+                request_serializer=referee_dot_v1_dot_referee__pb2.ReloadScorerCall.SerializeToString,
+                response_deserializer=referee_dot_v1_dot_referee__pb2.ReloadResult.FromString,
+                _registered_method=True)
+        self.ApplyConfig = channel.unary_unary(
+                '/referee.v1.RefereeAdmin/ApplyConfig',
+                request_serializer=referee_dot_v1_dot_referee__pb2.ConfigApplyRequest.SerializeToString,
+                response_deserializer=referee_dot_v1_dot_referee__pb2.ReloadResult.FromString,
+                _registered_method=True)
+
+
+class RefereeAdminServicer:
+    """The admin API (live reloads), guarded by the server's admin keys (server.admin_api_keys)
+    sent as `authorization: Bearer KEY` metadata; the ordinary API keys never open it.
+    """
+
+    def ListScorers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReloadScorer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RefereeAdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListScorers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListScorers,
+                    request_deserializer=referee_dot_v1_dot_referee__pb2.ListScorersRequest.FromString,
+                    response_serializer=referee_dot_v1_dot_referee__pb2.ScorerList.SerializeToString,
+            ),
+            'ReloadScorer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadScorer,
+                    request_deserializer=referee_dot_v1_dot_referee__pb2.ReloadScorerCall.FromString,
+                    response_serializer=referee_dot_v1_dot_referee__pb2.ReloadResult.SerializeToString,
+            ),
+            'ApplyConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyConfig,
+                    request_deserializer=referee_dot_v1_dot_referee__pb2.ConfigApplyRequest.FromString,
+                    response_serializer=referee_dot_v1_dot_referee__pb2.ReloadResult.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'referee.v1.RefereeAdmin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('referee.v1.RefereeAdmin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RefereeAdmin:
+    """The admin API (live reloads), guarded by the server's admin keys (server.admin_api_keys)
+    sent as `authorization: Bearer KEY` metadata; the ordinary API keys never open it.
+    """
+
+    @staticmethod
+    def ListScorers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/referee.v1.RefereeAdmin/ListScorers',
+            referee_dot_v1_dot_referee__pb2.ListScorersRequest.SerializeToString,
+            referee_dot_v1_dot_referee__pb2.ScorerList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadScorer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/referee.v1.RefereeAdmin/ReloadScorer',
+            referee_dot_v1_dot_referee__pb2.ReloadScorerCall.SerializeToString,
+            referee_dot_v1_dot_referee__pb2.ReloadResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/referee.v1.RefereeAdmin/ApplyConfig',
+            referee_dot_v1_dot_referee__pb2.ConfigApplyRequest.SerializeToString,
+            referee_dot_v1_dot_referee__pb2.ReloadResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,6 +18,9 @@ from referee.grpc.servicer import RefereeServicer
 from referee.metrics import Metrics
 from referee_client._proto import referee_pb2 as pb
 from referee_client._proto import referee_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from referee.admin import Reloader
 
 __all__ = ["SERVICE_NAME", "GrpcGateway", "start_grpc_gateway"]
 
@@ -66,8 +70,11 @@ class GrpcGateway:
 
 
 async def start_grpc_gateway(
-    engine: RewardEngine, metrics: Metrics, api_keys: list[str], *, host: str, port: int
-) -> GrpcGateway:
+    engine: RewardEngine, metrics: Metrics, api_keys: list[str], *, host: str, port: int,
+    reloader: Reloader | None = None, admin_keys: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> GrpcGateway:  # fmt: skip
+    """``reloader``: also serve the admin API (referee.v1.RefereeAdmin) with ``admin_keys``."""
     limit = engine.settings.server.max_request_bytes
     server = grpc.aio.server(
         options=[
@@ -77,10 +84,18 @@ async def start_grpc_gateway(
         ]
     )
     pb_grpc.add_RefereeServicer_to_server(RefereeServicer(engine, metrics, api_keys), server)
+    names = [SERVICE_NAME]
+    if reloader is not None:
+        from referee.admin.servicer import AdminServicer
+
+        pb_grpc.add_RefereeAdminServicer_to_server(
+            AdminServicer(reloader, admin_keys or [], overrides), server
+        )
+        names.append(pb.DESCRIPTOR.services_by_name["RefereeAdmin"].full_name)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME),
         server,
     )  # fmt: skip

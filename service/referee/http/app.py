@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,13 +17,16 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from referee import __version__
+from referee.admin import Reloader
+from referee.admin.routes import install_sighup
+from referee.admin.routes import router as admin_router
 from referee.config import Settings
 from referee.engine import RewardEngine
 from referee.errors import HTTP_STATUS, ErrorKind, RefereeError
 from referee.http.routes import router
 from referee.metrics import Metrics
 from referee.protocols import openrlhf
-from referee_client.schema import RewardRequest
+from referee_client.schema import ConfigApplyRequest, RewardRequest, ScorerReloadRequest
 
 __all__ = ["build_app", "error_response"]
 
@@ -70,21 +74,28 @@ def _document_request_body(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = default_openapi()
-            request_schema = RewardRequest.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(request_schema.pop("$defs", {}))
-            components["RewardRequest"] = request_schema
+            for model in (RewardRequest, ScorerReloadRequest, ConfigApplyRequest):
+                request_schema = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}"
+                )
+                components.update(request_schema.pop("$defs", {}))
+                components[model.__name__] = request_schema
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> FastAPI:
+def build_app(
+    settings: Settings, *, engine: RewardEngine | None = None,
+    config_path: Path | None = None, server_overrides: dict[str, Any] | None = None,
+) -> FastAPI:  # fmt: skip
     """The FastAPI app around one engine. The engine starts in the background so
-    /healthz answers at once and /readyz turns ready when every scorer is warm."""
+    /healthz answers at once and /readyz turns ready when every scorer is warm.
+    ``config_path``: the file the config came from; SIGHUP applies it again, live.
+    ``server_overrides``: ``server`` fields the command line set (they win over any
+    config applied later, as over the file at start-up)."""
     metrics = engine.metrics if engine is not None else Metrics()
     engine = engine or RewardEngine(settings, metrics)
 
@@ -103,9 +114,13 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
             from referee.grpc import start_grpc_gateway
 
             gateway = await start_grpc_gateway(
-                engine, metrics, app.state.api_keys, host=server.host, port=server.grpc_port
-            )
+                engine, metrics, app.state.api_keys, host=server.host, port=server.grpc_port,
+                reloader=app.state.reloader, admin_keys=app.state.admin_keys,
+                overrides=app.state.server_overrides,
+            )  # fmt: skip
         app.state.grpc = gateway
+        if config_path is not None:
+            install_sighup(app.state.reloader, config_path, app.state.server_overrides)
         starter = asyncio.create_task(start())
         app.state.starter = starter
         try:
@@ -130,7 +145,11 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.api_keys = settings.server.all_api_keys()
+    app.state.admin_keys = [k.get_secret_value() for k in settings.server.admin_api_keys]
+    app.state.reloader = Reloader(engine)
+    app.state.server_overrides = dict(server_overrides or {})
     app.include_router(router)
+    app.include_router(admin_router)
     app.include_router(openrlhf.router)
     _document_request_body(app)
 

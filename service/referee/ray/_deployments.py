@@ -70,6 +70,10 @@ class IngressReplica:
 
         self.engine = RewardEngine(settings, scorer_factory=place)
         self._asgi = build_app(settings, engine=self.engine)
+        self._asgi.state.reloader.refuse = (
+            "live reloads are not available in Ray Serve mode yet: change the config and "
+            "redeploy (`serve deploy` / the RayService), which rolls the replicas"
+        )
         servicer = RefereeServicer(self.engine, self.engine.metrics, self._asgi.state.api_keys)
         self._grpc = RayGrpc(servicer)
 

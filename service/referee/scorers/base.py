@@ -181,6 +181,15 @@ class Scorer:
     def health(self) -> dict[str, object]:
         return {"ready": True}
 
+    def memory_bytes(self) -> int | None:
+        """Memory the loaded scorer holds (a model's weights), when it can be told."""
+        return None
+
+    def memory_estimate(self) -> int | None:
+        """Memory this scorer will need once set up, told before loading (a reload checks
+        that a second copy fits); None when it cannot be told or is negligible."""
+        return None
+
     def bind_metrics(self, metrics: Metrics) -> None:
         """Called once by the engine: a scorer that counts events of its own (the judge
         guard's hits) keeps the counters it needs."""

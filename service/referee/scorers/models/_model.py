@@ -176,6 +176,29 @@ class ModelScorer(Scorer):
             "max_length": self.loaded.max_length,
         }
 
+    def memory_bytes(self) -> int | None:
+        if self.loaded is None:
+            return None
+        model = self.loaded.model
+        return sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
+            b.numel() * b.element_size() for b in model.buffers()
+        )
+
+    def memory_estimate(self) -> int | None:
+        """The weight files' size on disk (a hub id: unknown). A GGUF file is dequantised
+        when loaded, so it counts four times its size."""
+        local = ModelSource.parse(self.options.model).local
+        if local is None:
+            return None
+        files = [local] if local.is_file() else list(local.rglob("*"))
+        total = 0
+        for file in files:
+            if file.suffix in (".safetensors", ".bin", ".pt", ".pth"):
+                total += file.stat().st_size
+            elif file.suffix == ".gguf":
+                total += 4 * file.stat().st_size
+        return total or None
+
     def fingerprint_options(self) -> dict[str, object]:
         """Local weights enter the fingerprint by content (fingerprint_extra), not by path:
         the same files moved elsewhere keep their cache entries."""
