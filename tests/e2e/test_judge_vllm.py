@@ -173,7 +173,8 @@ async def test_pairwise_win_rates_come_from_both_orders(server: str, smollm: Pat
     got = served(server, "pairwise", group)
     # Each pair judged in both orders and combined right, the two win rates of a pair add
     # up to 1 whatever the judge says, so a full round-robin's rewards add up to half the
-    # group's size (this checks the combining; the comparison below checks the values).
+    # group's size (this checks the combining; the comparison below checks the values;
+    # which item a verdict credits: tests/e2e/test_judge_direction.py).
     assert sum(r["reward"] for r in got) == pytest.approx(len(group) / 2, abs=1e-9)
     want = await local(smollm, "pairwise", group)
     for have, expected in zip(got, want, strict=True):
