@@ -183,8 +183,9 @@ class RewardEngine:
         for name, cfg in settings.scorers.items():
             cls = scorer_class(cfg.kind)
             scorer = cls(name, cls.Options.model_validate(cfg.options))
-            scorer.bind_metrics(self.metrics)
-            self.scorers[name] = scorer if scorer_factory is None else scorer_factory(name, scorer)
+            placed = scorer if scorer_factory is None else scorer_factory(name, scorer)
+            placed.bind_metrics(self.metrics)
+            self.scorers[name] = placed
         self.pipelines: dict[str, PipelineInfo] = {}
         self._evaluators: dict[str, PipelineEvaluator] = {}
         self.monitors: dict[str, PipelineMonitor] = {}

@@ -3,7 +3,7 @@ fixed by a marker in the responses it is shown: "(quality N)", higher is better.
 model can be made to prefer a given response on purpose, so the tests that check which
 item a verdict credits (tests/e2e/test_judge_direction.py) use this instead.
 
-    python -m tests.e2e.marker_judge_server --port PORT
+    python -m tests.e2e.marker_judge_server --port PORT [--hold-while FILE]
 
 POST /v1/chat/completions reads the last user turn of the judge's default pairwise or
 listwise prompt:
@@ -13,21 +13,32 @@ listwise prompt:
 The request's ``model`` names a position-biased variant: ``decides-when-better-is-a``
 (or ``-b``) judges only when the better response is shown in that position and
 answers P(A) = P(B) = 0.5 otherwise. GET /health counts the requests answered.
+``--hold-while FILE``: while FILE exists, requests wait unanswered, and GET /held lists
+the client ports of those waiting (a test finds the process with a call in flight).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import math
 import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-__all__ = ["build_app", "quality"]
+__all__ = ["build_app", "quality", "serving"]
 
 _PAIR = re.compile(r"\[Response A\]\n(.*?)\n\n\[Response B\]\n(.*?)\n\nWhich", re.DOTALL)
 _LIST = re.compile(r"\[Response (\d+)\]\n(.*?)\n\n(?=\[Response \d+\]|Rank all)", re.DOTALL)
@@ -81,12 +92,21 @@ def _answer(req: ChatRequest) -> dict[str, Any]:
     return {"message": {"role": "assistant", "content": content}}
 
 
-def build_app() -> FastAPI:
+def build_app(hold_while: Path | None = None) -> FastAPI:
     app = FastAPI()
     answered = {"requests": 0}
+    held: list[int] = []
 
     @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest) -> JSONResponse:
+    async def chat(req: ChatRequest, request: Request) -> JSONResponse:
+        port = request.client.port if request.client else 0
+        if hold_while is not None and await asyncio.to_thread(hold_while.exists):
+            held.append(port)
+            try:
+                while await asyncio.to_thread(hold_while.exists):
+                    await asyncio.sleep(0.02)
+            finally:
+                held.remove(port)
         try:
             choice = _answer(req)
         except ValueError as exc:
@@ -100,14 +120,43 @@ def build_app() -> FastAPI:
     async def health() -> dict[str, int]:
         return answered
 
+    @app.get("/held")
+    async def waiting() -> dict[str, list[int]]:
+        return {"ports": list(held)}
+
     return app
+
+
+@contextlib.contextmanager
+def serving(*flags: str) -> Iterator[str]:
+    """This server as a subprocess on a free port, until the block ends: its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen([sys.executable, "-m", "tests.e2e.marker_judge_server",
+                             "--port", str(port), *flags])  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "the stand-in judge exited"
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the stand-in judge did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--hold-while", type=Path, default=None)
     args = parser.parse_args()
-    uvicorn.run(build_app(), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(build_app(args.hold_while), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

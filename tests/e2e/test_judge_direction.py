@@ -7,23 +7,17 @@ the scorer credited response A's win to B, in either order, or read a ranking ba
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from referee.engine import with_peers
 from referee.scorers import scorer_class
 from referee.scorers.base import ScoreInput
-from tests.e2e.marker_judge_server import quality
-from tests.e2e.server import free_port
+from tests.e2e.marker_judge_server import quality, serving
 from tests.support import score_input
 
 Q = "Which answer is best?"
@@ -31,24 +25,8 @@ Q = "Which answer is best?"
 
 @pytest.fixture(scope="module")
 def stand_in() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.e2e.marker_judge_server", "--port", str(port)]
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "the stand-in judge exited"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "the stand-in judge did not start"
-            time.sleep(0.2)
+    with serving() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 async def judged(url: str, items: list[ScoreInput], model: str, **options: Any) -> list[Any]:
