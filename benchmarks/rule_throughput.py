@@ -1,17 +1,24 @@
-"""Rule-scorer throughput through HTTP vs the same scorers called in-process, plus the
-start-up time and resident memory of `referee serve` on the embedded default config.
+"""Rule-scorer throughput through HTTP vs a careful in-process script over the same
+scorers, plus the start-up time and resident memory of `referee serve` on the embedded
+default config.
 
-    .venv/bin/python benchmarks/rule_throughput.py [--batches 20] [--concurrency 4]
+    .venv/bin/python benchmarks/rule_throughput.py [--batches 16] [--concurrency 4] [--runs 3]
 
 Items are realistic math rollouts (a few hundred words of reasoning in <think>, a boxed
-answer in <answer>), 256 per request, every one distinct (the cache is off on both
-sides: this measures scoring, not cache hits). Two pipelines from benchmarks/rules.yaml:
-`default` (format gate -> math correctness, plus DAPO's overlong penalty, as in the
-embedded default) and `cheap_rules` (format, match, length, repetition: microseconds an
-item, so the gateway's own cost shows). The in-process baseline calls the pipeline's
-scorers' `score_batch` directly on batches of the same size, no engine, no server.
-Start-up time and memory are measured on the embedded default config.
-Writes benchmarks/results/rule_throughput.json.
+answer in <answer>), 256 per request, every one distinct within a run (the cache is off
+on both sides: this measures scoring, not cache hits). Two pipelines from
+benchmarks/rules.yaml: `default` (format gate -> math correctness, plus DAPO's overlong
+penalty, as in the embedded default) and `cheap_rules` (format, match, length,
+repetition: microseconds an item, so the gateway's own cost shows).
+
+The baseline is what a careful script does with the same scorer objects, no engine and
+no server: the same batches of the same items, `--concurrency` batches in flight (so the
+math worker processes are kept as busy as the server keeps them), a batch's independent
+scorers at once, math only for the items that pass the format gate, and the same reward
+arithmetic; its rewards are checked equal to the server's. The script and HTTP runs
+alternate (script, HTTP, script, HTTP, ...), `--runs` of each, each HTTP run against the
+same warm server; every ratio is reported as the median of the per-pair ratios with
+their range. Writes benchmarks/results/rule_throughput.json.
 """
 
 from __future__ import annotations
@@ -24,16 +31,18 @@ import platform
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from referee.config import load_settings
 from referee.engine import RewardEngine
-from referee.scorers.base import ScoreInput
+from referee.scorers.base import ScoreInput, ScoreResult
 from referee_client.schema import RewardItem
 
 HERE = Path(__file__).parent
@@ -75,32 +84,70 @@ def children(pid: int) -> list[int]:
 CONFIG = HERE / "rules.yaml"
 
 
-async def in_process(batches: list[list[dict[str, object]]], pipeline: str) -> dict[str, float]:
-    settings = load_settings(CONFIG, environ={})
-    engine = RewardEngine(settings)
-    used = engine.pipelines[pipeline].scorers
-    scorers = [engine.scorers[name] for name in used]
-    for scorer in scorers:
-        await scorer.setup()
-    try:
-        warm = [ScoreInput.from_item(RewardItem.model_validate(x)) for x in make_items(256, 99998)]
-        for scorer in scorers:  # not measured: first-call imports in the math workers
-            await scorer.score_batch(warm)
-        latencies = []
-        t0 = time.perf_counter()
-        for batch in batches:
-            inputs = [ScoreInput.from_item(RewardItem.model_validate(x)) for x in batch]
-            t = time.perf_counter()
-            for scorer in scorers:
-                await scorer.score_batch(inputs)
-            latencies.append(time.perf_counter() - t)
-        elapsed = time.perf_counter() - t0
-    finally:
-        for scorer in scorers:
+Batch = list[dict[str, object]]
+
+
+class CarefulScript:
+    """The pipelines of benchmarks/rules.yaml computed by hand over the scorer objects."""
+
+    def __init__(self, pipeline: str) -> None:
+        self.pipeline = pipeline
+        engine = RewardEngine(load_settings(CONFIG, environ={}))
+        names = engine.pipelines[pipeline].scorers
+        self.scorers = {name: engine.scorers[name] for name in names}
+
+    async def __aenter__(self) -> CarefulScript:
+        for scorer in self.scorers.values():
+            await scorer.setup()
+        await self.rewards(make_items(256, 99998))  # not measured: first-call imports
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for scorer in self.scorers.values():
             await scorer.close()
-    n = sum(len(b) for b in batches)
-    return {"items": n, "seconds": elapsed, "items_per_s": n / elapsed,
-            "batch_p50_s": percentile(latencies, 0.5), "batch_p99_s": percentile(latencies, 0.99)}  # fmt: skip
+
+    async def rewards(self, batch: Batch) -> list[float]:
+        inputs = [ScoreInput.from_item(RewardItem.model_validate(x)) for x in batch]
+        s = self.scorers
+        if self.pipeline == "cheap_rules":
+            names = ("think_format", "answer_match", "overlong", "repetition")
+            scored = await asyncio.gather(*(s[n].score_batch(inputs) for n in names))
+            return [sum(_value(r) for r in row) / len(row) for row in zip(*scored, strict=True)]
+        assert self.pipeline == "default"
+        fmt, over = await asyncio.gather(
+            s["think_format"].score_batch(inputs), s["overlong"].score_batch(inputs)
+        )
+        passing = [i for i, r in enumerate(fmt) if _value(r) >= 1.0]
+        checked = await s["math"].score_batch([inputs[i] for i in passing])
+        correct = dict(zip(passing, (_value(r) for r in checked), strict=True))
+        return [correct.get(i, 0.0) + _value(over[i]) for i in range(len(inputs))]
+
+    async def run(self, batches: list[Batch], concurrency: int) -> dict[str, Any]:
+        latencies: list[float] = []
+        rewards: dict[str, float] = {}
+        queue = list(reversed(batches))
+
+        async def worker() -> None:
+            while queue:
+                batch = queue.pop()
+                t = time.perf_counter()
+                values = await self.rewards(batch)
+                latencies.append(time.perf_counter() - t)
+                rewards.update((str(x["id"]), v) for x, v in zip(batch, values, strict=True))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+        n = sum(len(b) for b in batches)
+        return {"items": n, "seconds": elapsed, "items_per_s": n / elapsed,
+                "batch_p50_s": percentile(latencies, 0.5),
+                "batch_p99_s": percentile(latencies, 0.99), "rewards": rewards}  # fmt: skip
+
+
+def _value(result: ScoreResult) -> float:
+    if result.value is None:
+        raise RuntimeError(f"an item failed in the script: {result.error}")
+    return float(result.value)
 
 
 def start_server(
@@ -128,13 +175,14 @@ def start_server(
 
 
 async def over_http(
-    url: str, batches: list[list[dict[str, object]]], concurrency: int, pipeline: str
-) -> dict[str, float]:
+    url: str, batches: list[Batch], concurrency: int, pipeline: str
+) -> dict[str, Any]:
     latencies: list[float] = []
     queue: asyncio.Queue[list[dict[str, object]]] = asyncio.Queue()
     for batch in batches:
         queue.put_nowait(batch)
     errors = 0
+    rewards: dict[str, float] = {}
 
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
 
@@ -147,14 +195,17 @@ async def over_http(
                                                             "options": {"return_components": False}})  # fmt: skip
                 latencies.append(time.perf_counter() - t)
                 r.raise_for_status()
-                errors += r.json()["usage"]["errors"]
+                body = r.json()
+                errors += body["usage"]["errors"]
+                rewards.update((x["id"], x["reward"]) for x in body["results"])
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - t0
     n = sum(len(b) for b in batches)
     return {"items": n, "seconds": elapsed, "items_per_s": n / elapsed, "item_errors": errors,
-            "request_p50_s": percentile(latencies, 0.5), "request_p99_s": percentile(latencies, 0.99)}  # fmt: skip
+            "request_p50_s": percentile(latencies, 0.5), "request_p99_s": percentile(latencies, 0.99),
+            "rewards": rewards}  # fmt: skip
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -162,18 +213,53 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+async def compare(pipeline: str, args: argparse.Namespace) -> dict[str, Any]:
+    """`args.runs` script runs and HTTP runs, alternating, on the same batches."""
+    batches = [make_items(args.batch_size, seed) for seed in range(args.batches)]
+    proc, url, _ = start_server(CONFIG)
+    runs: list[dict[str, Any]] = []
+    try:
+        await over_http(url, [make_items(args.batch_size, 99999)], 1, pipeline)  # warm-up
+        async with CarefulScript(pipeline) as script:
+            for _ in range(args.runs):
+                baseline = await script.run(batches, args.concurrency)
+                served = await over_http(url, batches, args.concurrency, pipeline)
+                served["rss_mb_after_load"] = rss_mb(proc.pid)
+                assert served["rewards"].keys() == baseline["rewards"].keys()
+                for key, want in baseline["rewards"].items():  # the same work, both sides
+                    assert abs(served["rewards"][key] - want) < 1e-9, (key, want)
+                del baseline["rewards"], served["rewards"]
+                ratio = served["items_per_s"] / baseline["items_per_s"]
+                runs.append({"script": baseline, "http": served, "http_over_script": ratio})
+    finally:
+        stop(proc)
+    return {
+        "script_items_per_s": spread([r["script"]["items_per_s"] for r in runs]),
+        "http_items_per_s": spread([r["http"]["items_per_s"] for r in runs]),
+        "http_over_script": spread([r["http_over_script"] for r in runs]),
+        "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3, help="alternating runs of each side")
     args = parser.parse_args()
-    size = args.batch_size
+    if args.runs < 3:
+        parser.error("--runs: at least 3 (a ratio needs its spread)")
     result: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "batch_size": size,
+        "batch_size": args.batch_size,
         "batches": args.batches,
         "concurrency": args.concurrency,
+        "runs": args.runs,
     }
     proc, _, startup_s = start_server(None)  # the embedded default config
     try:
@@ -186,21 +272,7 @@ def main() -> None:
     finally:
         stop(proc)
     for pipeline in ("default", "cheap_rules"):
-        batches = [make_items(size, seed) for seed in range(args.batches)]
-        http_batches = [make_items(size, 1000 + seed) for seed in range(args.batches)]
-        baseline = asyncio.run(in_process(batches, pipeline))
-        proc, url, _ = start_server(CONFIG)
-        try:
-            asyncio.run(over_http(url, [make_items(size, 99999)], 1, pipeline))  # warm-up
-            served = asyncio.run(over_http(url, http_batches, args.concurrency, pipeline))
-            served["rss_mb_after_load"] = rss_mb(proc.pid)
-        finally:
-            stop(proc)
-        result[pipeline] = {
-            "in_process": baseline,
-            "http": served,
-            "http_over_in_process": served["items_per_s"] / baseline["items_per_s"],
-        }
+        result[pipeline] = asyncio.run(compare(pipeline, args))
     out = HERE / "results" / "rule_throughput.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

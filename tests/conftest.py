@@ -58,8 +58,16 @@ def smollm_classifier(tmp_path_factory: pytest.TempPathFactory, smollm: Path) ->
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`gpu` tests run only where CUDA is present (a lent accelerator); elsewhere they are
-    reported as skipped with the reason, never silently dropped."""
+    """`gpu` tests run only where CUDA is present (a lent accelerator), `vllm` tests unless
+    REFEREE_VLLM_TESTS is off; elsewhere they are reported as skipped with the reason,
+    never silently dropped."""
+    if os.environ.get("REFEREE_VLLM_TESTS", "1").lower() in {"0", "false", "no", "off"}:
+        skip_vllm = pytest.mark.skip(
+            reason="REFEREE_VLLM_TESTS=0: the vLLM environment (.venv-vllm) was not set up"
+        )
+        for item in items:
+            if item.get_closest_marker("vllm"):
+                item.add_marker(skip_vllm)
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return

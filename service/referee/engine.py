@@ -271,8 +271,9 @@ class RewardEngine:
         """A scorer object from its config (not set up yet)."""
         cls = scorer_class(cfg.kind)
         scorer = cls(name, cls.Options.model_validate(cfg.options))
-        scorer.bind_metrics(self.metrics)
-        return scorer if self._scorer_factory is None else self._scorer_factory(name, scorer)
+        placed = scorer if self._scorer_factory is None else self._scorer_factory(name, scorer)
+        placed.bind_metrics(self.metrics)  # the scorer that runs here counts its own events
+        return placed
 
     def swap(self, state: EngineState) -> EngineState:
         """Serve ``state`` from now on (requests already running finish on the one they

@@ -140,6 +140,13 @@ class Metrics:
             "referee_request_timeouts", "Requests that hit their deadline.", ["pipeline"],
             registry=r,
         )  # fmt: skip
+        self.scorer_call_retries = Counter(
+            "referee_scorer_call_retries",
+            "Batches sent again after a call to a scorer's own deployment failed (Ray mode: "
+            "a replica died or restarted mid-batch), by scorer.",
+            ["scorer"],
+            registry=r,
+        )
         self.judge_guard_hits = Counter(
             "referee_judge_guard_hits",
             "Responses the judge guard scored with its floor without calling the judge, by "

@@ -21,6 +21,7 @@ from referee.scorers.base import ScoreInput
 from tests.e2e.server import running_server
 
 pytest.importorskip("torch", reason="the comparison runs the transformers backend here")
+pytestmark = pytest.mark.vllm  # skipped, with the reason, when REFEREE_VLLM_TESTS=0
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = Path(os.environ.get("REFEREE_VLLM_PYTHON", ROOT / ".venv-vllm/bin/python"))
@@ -36,7 +37,14 @@ RUBRIC = "Correct, direct answers score high; wrong or evasive ones score low."
 JUDGES: dict[str, dict[str, Any]] = {
     "pointwise": {"rubric": RUBRIC},
     "reference": {"template": "reference"},
-    "critique": {"mode": "parse", "return_critique": True, "sampling": {"max_new_tokens": 40}},
+    # the few-shot examples make SmolLM2 end with a verdict (without them it never did:
+    # every item was a parse error and no value was compared)
+    "critique": {
+        "mode": "parse",
+        "return_critique": True,
+        "few_shot": SHOTS,
+        "sampling": {"max_new_tokens": 40},
+    },
     "vote": {
         "mode": "vote",
         "votes": 4,
@@ -150,6 +158,7 @@ def test_judges_with_different_labels_in_the_same_engine_steps(server: str) -> N
 async def test_greedy_critiques_equal_the_transformers_backend(server: str, smollm: Path) -> None:
     got = served(server, "critique", ITEMS)
     want = await local(smollm, "critique", ITEMS)
+    compared = 0
     for have, expected in zip(got, want, strict=True):
         if expected.error is not None:  # SmolLM2 often omits the verdict line: both say so
             assert have["error"]["type"] == expected.error_type == "judge_parse_error"
@@ -158,6 +167,10 @@ async def test_greedy_critiques_equal_the_transformers_backend(server: str, smol
         assert have["error"] is None, have["error"]
         assert have["reward"] == pytest.approx(expected.value)
         assert have["info"]["critique"] == expected.reason
+        compared += 1
+    # a verdict read, and equal, for most items: not only errors that agree (measured
+    # with the transformers backend: 4 of 4)
+    assert compared >= 3, f"only {compared} of {len(ITEMS)} items had a verdict to compare"
 
 
 def test_votes_are_seeded_per_item_whatever_shares_the_engine(server: str) -> None:
@@ -173,7 +186,8 @@ async def test_pairwise_win_rates_come_from_both_orders(server: str, smollm: Pat
     got = served(server, "pairwise", group)
     # Each pair judged in both orders and combined right, the two win rates of a pair add
     # up to 1 whatever the judge says, so a full round-robin's rewards add up to half the
-    # group's size (this checks the combining; the comparison below checks the values).
+    # group's size (this checks the combining; the comparison below checks the values;
+    # which item a verdict credits: tests/e2e/test_judge_direction.py).
     assert sum(r["reward"] for r in got) == pytest.approx(len(group) / 2, abs=1e-9)
     want = await local(smollm, "pairwise", group)
     for have, expected in zip(got, want, strict=True):

@@ -217,19 +217,47 @@ async def test_no_500_for_hostile_bodies(client: httpx.AsyncClient) -> None:
 
 
 async def test_200_concurrent_requests_with_overlapping_items_answered_once_in_order() -> None:
-    async with serve_app() as (client, _):
+    # Every pool item has its own reward (1 for the right answer + n/1000 from `meta`), so
+    # an answer that went to the wrong item or the wrong place in a request shows.
+    config = {
+        **RULES_CONFIG,
+        "pipelines": {
+            **RULES_CONFIG["pipelines"],
+            "distinct": {
+                "reward": {
+                    "type": "weighted_sum",
+                    "weights": [1.0, 1.0],
+                    "inputs": [
+                        {"type": "gate", "when": {"node": "fmt", "value": 1}, "then": "exact"},
+                        "meta",
+                    ],
+                }
+            },
+        },
+    }
+    async with serve_app(config) as (client, _):
         rng = random.Random(1)
-        pool = [(f"{n}", formatted(str(n % 13))) for n in range(60)]
+        pool = [(n, formatted(str(n % 13))) for n in range(60)]
 
         async def one(k: int) -> None:
             chosen = rng.sample(pool, rng.randint(1, 12))
-            items = [{"id": f"r{k}-{j}", "response": text, "reference": str(int(n) % 13),
-                      "metadata": {"n": n}} for j, (n, text) in enumerate(chosen)]  # fmt: skip
-            r = await client.post("/v1/rewards", json={"items": items})
+            items = [
+                {
+                    "id": f"r{k}-{j}",
+                    "response": text,
+                    "reference": str(n % 13),
+                    "metadata": {"score": n / 1000},
+                }
+                for j, (n, text) in enumerate(chosen)
+            ]
+            r = await client.post("/v1/rewards", json={"pipeline": "distinct", "items": items})
             assert r.status_code == 200, r.text
             results = r.json()["results"]
             assert [x["id"] for x in results] == [x["id"] for x in items]
-            assert all(x["reward"] == 1.0 and x["error"] is None for x in results)
+            assert all(x["error"] is None for x in results)
+            assert [x["reward"] for x in results] == [
+                pytest.approx(1 + n / 1000, abs=1e-9) for n, _ in chosen
+            ]
 
         await asyncio.gather(*(one(k) for k in range(200)))
         metrics = (await client.get("/metrics")).text

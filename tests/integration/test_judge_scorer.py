@@ -105,6 +105,7 @@ async def test_pairwise_compares_each_pair_in_both_orders_and_win_rates_sum_to_o
     firsts = ["[Response A]\nParis." in c[-1]["content"] for c in calls]
     assert sorted(firsts) == [False, True]
     assert a.value is not None and b.value is not None
+    # holds whichever item a verdict credits; tests/e2e/test_judge_direction.py checks that
     assert a.value + b.value == pytest.approx(1.0, abs=1e-6)
     assert a.aspects["comparisons"] == 1.0 and 0.0 <= a.aspects["position_consistency"] <= 1.0
     (alone,) = await s.score_batch([score_input("Paris.", prompt=Q, group="g")])

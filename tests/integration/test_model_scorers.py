@@ -162,20 +162,25 @@ async def test_over_long_inputs_are_rejected_or_truncated_as_configured_never_si
         assert kept[1]["error"] is None and kept[1]["truncated"] is True
         assert "kept 32 of" in kept[1]["info"]["keep_end"]
 
-    # the truncated reward is the model's reward on exactly the kept tokens: [CLS] + last 31
+    # the truncated reward is the model's reward on exactly the kept tokens, [CLS] + the
+    # last 31, with their own token types ([CLS] is segment 0, the rest the response's)
     s = scorer("classifier", model=str(minilm_classifier), input="pair")
     await s.setup()
-    ids = s.model.tokenizer("q", long)["input_ids"]
-    kept_ids = [ids[0], *ids[-31:]]
-    with torch.inference_mode():
-        expected = float(s.model.model(input_ids=torch.tensor([kept_ids])).logits[0, 0])
-    # token types of the kept tokens: [CLS] is segment 0, the rest belong to the response
-    types = s.model.tokenizer("q", long)["token_type_ids"]
-    with torch.inference_mode():
-        typed = s.model.model(input_ids=torch.tensor([kept_ids]),
-                              token_type_ids=torch.tensor([[types[0], *types[-31:]]]))  # fmt: skip
-    assert abs(kept[1]["reward"] - float(typed.logits[0, 0])) <= 1e-4
-    assert expected != pytest.approx(0.0)
+    encoded = s.model.tokenizer("q", long)
+    ids, types = encoded["input_ids"], encoded["token_type_ids"]
+
+    def reward_of(kept_ids: list[int], kept_types: list[int] | None = None) -> float:
+        typed = {"token_type_ids": torch.tensor([kept_types])} if kept_types else {}
+        with torch.inference_mode():
+            out = s.model.model(input_ids=torch.tensor([kept_ids]), **typed)
+        return float(out.logits[0, 0])
+
+    want = reward_of([ids[0], *ids[-31:]], [types[0], *types[-31:]])
+    assert abs(kept[1]["reward"] - want) <= 1e-4
+    # and neither of the near misses: the same tokens with segment 0 throughout, or the
+    # first 32 tokens (right truncation) -- so the check above can tell them apart
+    assert abs(want - reward_of([ids[0], *ids[-31:]])) > 1e-3
+    assert abs(want - reward_of(ids[:32], types[:32])) > 1e-3
 
 
 async def test_hostile_inputs_get_a_clear_per_item_outcome(

@@ -118,11 +118,28 @@ async def test_match_reference_pattern_length_cap_is_an_option() -> None:
     assert refused.error_type == "invalid_reference" and ok.value == 1.0
 
 
-def test_match_with_reference_patterns_never_scores_on_the_event_loop() -> None:
+async def scoring_threads(scorer: SyncScorer, items: list[ScoreInput]) -> set[threading.Thread]:
+    """The threads the scorer's per-item work ran on while ``score_batch`` scored ``items``."""
+    seen: set[threading.Thread] = set()
+    work = scorer.score_one
+
+    def recorded(one: ScoreInput) -> ScoreResult:
+        seen.add(threading.current_thread())
+        return work(one)
+
+    scorer.score_one = recorded  # type: ignore[method-assign]
+    await score(scorer, *items)
+    assert seen, "score_one never ran"
+    return seen
+
+
+async def test_match_with_reference_patterns_never_scores_on_the_event_loop() -> None:
+    loop_thread = threading.current_thread()
     tiny = [item("a", "a")]
-    assert not match(mode="regex").runs_inline(tiny)
-    assert not match(mode="regex", pattern="a").runs_inline(tiny)  # any timed regex: a thread
-    assert match(mode="exact").runs_inline(tiny)
+    assert loop_thread not in await scoring_threads(match(mode="regex"), tiny)
+    # any timed regex, even a fixed one, runs in a worker thread
+    assert loop_thread not in await scoring_threads(match(mode="regex", pattern="a"), tiny)
+    assert await scoring_threads(match(mode="exact"), tiny) == {loop_thread}  # cheap: inline
 
 
 @pytest.mark.parametrize(
@@ -353,18 +370,28 @@ async def test_format_json_mode_calls_hostile_json_bad_format_not_an_error() -> 
         assert result.reason and result.reason.startswith("invalid JSON")
 
 
-def test_timed_regex_work_never_runs_on_the_event_loop() -> None:
-    small = [_input("<answer>1</answer>")]
-    assert not MatchScorer("m", MatchScorer.Options(extract="<answer>(.*?)</answer>")).runs_inline(
-        small
-    )
-    assert not MatchScorer("m", MatchScorer.Options(mode="regex", pattern="a+")).runs_inline(small)
-    assert MatchScorer("m", MatchScorer.Options(mode="normalized")).runs_inline(small)
-    assert not FormatScorer("f", FormatScorer.Options(mode="regex", pattern="a+")).runs_inline(
-        small
-    )
-    assert not FormatScorer("f", FormatScorer.Options(mode="json")).runs_inline(small)
-    assert FormatScorer("f", FormatScorer.Options(mode="think_answer")).runs_inline(small)
+@pytest.mark.parametrize(
+    ("scorer", "inline"),
+    [
+        (MatchScorer("m", MatchScorer.Options(extract="<answer>(.*?)</answer>")), False),
+        (MatchScorer("m", MatchScorer.Options(mode="regex", pattern="a+")), False),
+        (MatchScorer("m", MatchScorer.Options(mode="normalized")), True),
+        (FormatScorer("f", FormatScorer.Options(mode="regex", pattern="a+")), False),
+        (FormatScorer("f", FormatScorer.Options(mode="json")), False),
+        (FormatScorer("f", FormatScorer.Options(mode="think_answer")), True),
+    ],
+    ids=["match-extract", "match-regex", "match-normalized", "format-regex", "format-json",
+         "format-think-answer"],
+)  # fmt: skip
+async def test_timed_regex_work_never_runs_on_the_event_loop(
+    scorer: SyncScorer, inline: bool
+) -> None:
+    loop_thread = threading.current_thread()
+    threads = await scoring_threads(scorer, [_input("<answer>1</answer>")])
+    if inline:  # regex-free checks of a small batch are cheaper than a thread hop
+        assert threads == {loop_thread}
+    else:
+        assert loop_thread not in threads
 
 
 def test_fingerprint_tracks_the_versions_of_libraries_that_decide_rewards(

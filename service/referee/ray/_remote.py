@@ -7,9 +7,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from referee.scorers.base import BATCH_DEADLINE, ScoreInput, Scorer, ScoreResult
+
+if TYPE_CHECKING:
+    from referee.metrics import Metrics
 
 __all__ = ["RemoteScorer"]
 
@@ -34,6 +37,10 @@ class RemoteScorer(Scorer):
         self.handle = handle
         self.deployment = deployment
         self._ready = False
+        self._retries: Any = None
+
+    def bind_metrics(self, metrics: Metrics) -> None:
+        self._retries = metrics.scorer_call_retries.labels(self.name)
 
     def fingerprint(self) -> str:
         return self.local.fingerprint()
@@ -63,5 +70,7 @@ class RemoteScorer(Scorer):
                 last = exc
                 log.warning("scorer %s: call to %s failed (attempt %d): %r", self.name,
                             self.deployment, attempt + 1, exc)  # fmt: skip
+                if attempt < _RETRIES and self._retries is not None:
+                    self._retries.inc()
         message = f"scorer deployment {self.deployment!r} failed: {type(last).__name__}"
         return [ScoreResult.failed(message, "replica_failed") for _ in items]
