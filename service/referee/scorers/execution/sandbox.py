@@ -17,8 +17,9 @@ with its init). A background process dies with the run's PID namespace when the
 program's main process exits.
 
 A wall-clock kill is a verdict (``time_limit``) only when the program itself spent the
-time (sleeping, blocked, or burning CPU across processes); when it was waiting for a CPU
-because the host is overloaded, the run is ``overloaded``: no verdict, retry later.
+time (sleeping, blocked, or using its whole CPU budget across processes); when it had used
+less than its CPU budget and spent over a quarter of the wall limit waiting for a CPU (the
+host is overloaded), the run is ``overloaded``: no verdict, retry later.
 """
 
 from __future__ import annotations
@@ -309,7 +310,10 @@ class Sandbox:
             return RunOutcome("output_limit", detail=f"more than {limits.output_bytes} "
                               "bytes of output (truncated)")  # fmt: skip
         cpu, waited = _tree_usage(pid)
-        if cpu < 0.5 * limits.cpu_s and waited > 0.25 * limits.wall_s:
+        # Short of its CPU budget and kept waiting for a CPU a good part of the time: the
+        # host, not the program, ran out of time. (A tree that used its budget, even
+        # spread over many processes, or that slept, gets its verdict.)
+        if cpu < limits.cpu_s and waited > 0.25 * limits.wall_s:
             return RunOutcome(
                 "overloaded",
                 detail=f"wall limit {limits.wall_s:g}s reached after {cpu:.2f}s of CPU and "
