@@ -135,12 +135,8 @@ def compare_results(pred: list[Row], gold: list[Row], ordered: bool) -> dict[str
     p = [tuple(_key(v) for v in row) for row in pred]
     g = [tuple(_key(v) for v in row) for row in gold]
     match = p == g if ordered else Counter(p) == Counter(g)
-    p_cols = Counter(
-        tuple(sorted(repr(row[i]) for row in p)) for i in range(len(p[0]) if p else 0)
-    )
-    g_cols = Counter(
-        tuple(sorted(repr(row[i]) for row in g)) for i in range(len(g[0]) if g else 0)
-    )
+    p_cols = Counter(tuple(sorted(repr(row[i]) for row in p)) for i in range(len(p[0]) if p else 0))
+    g_cols = Counter(tuple(sorted(repr(row[i]) for row in g)) for i in range(len(g[0]) if g else 0))
     return {
         "match": float(match),
         "row_f1": _f1(Counter(p), Counter(g)),
