@@ -6,8 +6,8 @@ its own), IPC, UTS and cgroup namespaces; no further user namespaces inside; a r
 files (no ``/etc``, ``/home``, ``/root``, ``/proc`` of the host, no server files); a fresh
 size-limited tmpfs as ``/work`` (the current directory) and ``/tmp``; a cleared
 environment; a new session (no terminal to inject into). When the server runs as root,
-bwrap runs as an unprivileged uid (``run_as_uid``), so the process limit holds (the kernel
-exempts root from it).
+bwrap runs as an unprivileged uid (``run_as_uid``, through ``setpriv``), so the process
+limit holds (the kernel exempts root from it).
 
 Limits, set by ``prlimit`` inside the namespace (so the process count is this run's own):
 CPU seconds (``RLIMIT_CPU``: SIGXCPU, then SIGKILL a second later), address space, number
@@ -185,9 +185,17 @@ class Sandbox:
             "--",
             *argv,
         ]
+        # A root server drops to the run uid first (setpriv, not Popen's user=: uvloop,
+        # the server's event loop, has no such argument).
+        drop = (
+            ["setpriv", f"--reuid={self._drop_to}", f"--regid={self._drop_to}",
+             "--clear-groups", "--"]
+            if self._drop_to is not None else []
+        )  # fmt: skip
         if self.isolation == "none":
-            return prlimit
+            return [*drop, *prlimit]
         cmd = [
+            *drop,
             self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
             "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
         ]  # fmt: skip
@@ -229,10 +237,8 @@ class Sandbox:
                 stderr=asyncio.subprocess.PIPE, pass_fds=(status_w,),
                 env=RUN_ENV if self.isolation == "none" else {},
                 cwd=work, start_new_session=True,
-                user=self._drop_to, group=self._drop_to,
-                extra_groups=[] if self._drop_to is not None else None,
             )  # fmt: skip
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             os.close(status_r)
             os.close(status_w)
             return RunOutcome("error", detail=f"cannot start the sandbox: {exc}")
