@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +20,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from referee.config import load_settings
 from tests.e2e.server import running_server
 
 pytestmark = [
@@ -150,3 +155,34 @@ def _sandbox_uid_processes() -> list[str]:
 def test_readyz_reports_the_isolation(server: tuple[str, Path]) -> None:
     body = httpx.get(f"{server[0]}/readyz", timeout=5).json()
     assert body["scorers"]["code"]["isolation"] == "bwrap"
+
+
+# -- docs/scorers/execution.md: its config blocks load, its trainer sample runs ------------
+DOC = Path(__file__).resolve().parents[2] / "docs" / "scorers" / "execution.md"
+
+
+def doc_blocks(language: str) -> list[str]:
+    text = DOC.read_text(encoding="utf-8")
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.M | re.S)
+
+
+def test_doc_config_blocks_load(tmp_path: Path) -> None:
+    config, fragment, sql = (yaml.safe_load(b) for b in doc_blocks("yaml"))
+    load_settings(data=config)
+    load_settings(data={**fragment, "pipelines": {"code": {"reward": "code"}}})
+    (tmp_path / "db").mkdir()
+    sql["scorers"]["sql"]["options"]["databases"] = str(tmp_path / "db")
+    load_settings(data=sql)
+
+
+def test_doc_trainer_sample_runs_against_the_doc_config(tmp_path: Path) -> None:
+    config = tmp_path / "execution.yaml"
+    config.write_text(doc_blocks("yaml")[0])
+    [sample] = doc_blocks("python")
+    with running_server("--config", str(config)) as (url, _):
+        code = sample.replace("http://localhost:8000", url)
+        run = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("1.0")
