@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from referee.scorers.base import ScoreInput, ScoreResult
+from referee.scorers.base import BATCH_DEADLINE, ScoreInput, ScoreResult
 from referee.scorers.execution.code import CodeScorer
 from referee.scorers.execution.sandbox import Sandbox, SandboxUnavailableError
 
@@ -276,3 +276,21 @@ async def test_a_run_starved_of_cpu_by_an_overloaded_host_is_no_verdict() -> Non
         os.sched_setaffinity(0, before)
     assert result.value is None and result.error_type == "overloaded", result
     assert "overloaded" in (result.error or "")
+
+
+async def test_runs_still_queued_when_the_deadline_passes_fail_as_timeout() -> None:
+    s = CodeScorer("code", CodeScorer.Options(limits={"cpu_s": 1, "wall_s": 10}, max_concurrency=1))
+    await s.setup()
+    slow = item("import time\ntime.sleep(1.5)\nprint('ok')", secret_tests("ok"))
+    token = BATCH_DEADLINE.set(time.monotonic() + 1.0)
+    try:
+        first, second = await s.score_batch([slow, slow])
+    finally:
+        BATCH_DEADLINE.reset(token)
+    # one ran (it started before the deadline); the other waited for the only slot
+    assert sorted(
+        [
+            first.error_type if first.error else "scored",
+            second.error_type if second.error else "scored",
+        ]
+    ) == ["scored", "timeout"]

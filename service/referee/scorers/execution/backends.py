@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from referee.scorers.base import deadline_passed, past_deadline_result
 from referee.scorers.execution.languages import Language
 from referee.scorers.execution.sandbox import Limits, RunOutcome, Sandbox
 
@@ -47,6 +48,8 @@ def verdict_of(outcome: RunOutcome) -> CaseRun:
         return CaseRun(None, failure=outcome.detail, failure_type="sandbox_error")
     if outcome.status == "overloaded":
         return CaseRun(None, failure=outcome.detail, failure_type="overloaded")
+    if outcome.status == "deadline":
+        return CaseRun(None, failure=outcome.detail, failure_type="timeout")
     if outcome.status in ("time_limit", "output_limit"):
         return CaseRun(outcome.status, out, tail, outcome.detail, outcome.wall_s)
     if any(sign in err for sign in _MEMORY_SIGNS) or (
@@ -110,6 +113,8 @@ class LocalBackend:
 
     async def _run(self, argv: Sequence[str], **kwargs: object) -> RunOutcome:
         async with self._slot():
+            if deadline_passed():  # waited for a slot past the request's deadline
+                return RunOutcome("deadline", detail=past_deadline_result().error or "")
             outcome = await self.sandbox.run(argv, **kwargs)  # type: ignore[arg-type]
         self.on_run(outcome.wall_s)
         return outcome

@@ -54,7 +54,9 @@ RUN_ENV: dict[str, str] = {
 _STDERR_CAP = 64 * 1024
 _CHUNK = 64 * 1024
 
-Status = Literal["finished", "signalled", "time_limit", "output_limit", "overloaded", "error"]
+Status = Literal[
+    "finished", "signalled", "time_limit", "output_limit", "overloaded", "error", "deadline"
+]
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -76,9 +78,10 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
     """How one run ended. ``status``: finished (``exit_code`` is the program's), signalled
-    (``signal``), time_limit (CPU or its own wall time), output_limit (``stdout`` holds the
-    first ``output_bytes``), overloaded (killed at the wall limit while starved of CPU: no
-    verdict), error (the sandbox itself failed: ``detail`` says how)."""
+        (``signal``), time_limit (CPU or its own wall time), output_limit (``stdout`` holds the
+        first ``output_bytes``), overloaded (killed at the wall limit while starved of CPU: no
+        verdict), error (the sandbox itself failed: ``detail`` says how), deadline (not run: the
+    request's deadline passed while it waited for a slot)."""
 
     status: Status
     exit_code: int | None = None
