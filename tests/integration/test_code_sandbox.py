@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import secrets
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 
 from referee.scorers.base import BATCH_DEADLINE, ScoreInput, ScoreResult
 from referee.scorers.execution.code import CodeScorer
-from referee.scorers.execution.sandbox import Sandbox, SandboxUnavailableError
+from referee.scorers.execution.sandbox import Limits, Sandbox, SandboxUnavailableError
 
 pytestmark = pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="bubblewrap missing: apt-get install bubblewrap"
@@ -294,3 +295,32 @@ async def test_runs_still_queued_when_the_deadline_passes_fail_as_timeout() -> N
             second.error_type if second.error else "scored",
         ]
     ) == ["scored", "timeout"]
+
+
+SYSCALLS = """\
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+for name, nr, args in [("ptrace", 101, (0, 0, 0, 0)), ("keyctl", 250, (0, 0, 0, 0)),
+                       ("io_uring_setup", 425, (1, 0)), ("unshare", 272, (0x20000,)),
+                       ("x32 getpid", 0x40000000 + 39, ())]:
+    result = libc.syscall(nr, *args)
+    print(name, result, ctypes.get_errno() if result == -1 else 0)
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is x86_64 only")
+async def test_seccomp_filter_refuses_what_it_says(tmp_path: Path) -> None:
+    async def run(seccomp: bool) -> str:
+        sandbox = Sandbox(seccomp=seccomp)
+        with sandbox.work_dir() as work:
+            (work / "main.py").write_text(SYSCALLS)
+            outcome = await sandbox.run(["python3", "main.py"], work=work, limits=Limits(),
+                                        binds={"main.py": "/work/main.py"})  # fmt: skip
+        assert outcome.status == "finished", outcome
+        return outcome.stdout.decode()
+
+    filtered, unfiltered = await run(True), await run(False)
+    assert filtered.splitlines() == [
+        "ptrace -1 1", "keyctl -1 1", "io_uring_setup -1 1", "unshare -1 1", "x32 getpid -1 1",
+    ]  # fmt: skip
+    assert "ptrace 0 0" in unfiltered  # without the filter PTRACE_TRACEME succeeds

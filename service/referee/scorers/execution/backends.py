@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from referee.scorers.base import deadline_passed, past_deadline_result
+from referee.scorers.execution._seccomp import FILTER
 from referee.scorers.execution.languages import Language
 from referee.scorers.execution.sandbox import Limits, RunOutcome, Sandbox
 
@@ -104,7 +105,10 @@ class LocalBackend:
         self.started = False
 
     def health(self) -> dict[str, object]:
-        return {"ready": self.started, "backend": "sandbox", "isolation": self.sandbox.isolation}
+        sandbox = self.sandbox
+        seccomp = sandbox.isolation == "bwrap" and sandbox.seccomp and FILTER is not None
+        return {"ready": self.started, "backend": "sandbox", "isolation": sandbox.isolation,
+                "seccomp": "on" if seccomp else "off"}  # fmt: skip
 
     def _slot(self) -> asyncio.Semaphore:
         if self._slots is None:  # created on the loop that runs it

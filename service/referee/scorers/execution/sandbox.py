@@ -5,7 +5,8 @@ its own), IPC, UTS and cgroup namespaces; no further user namespaces inside; a r
 ``/usr`` (interpreters, compilers and their libraries) and nothing else of the host's
 files (no ``/etc``, ``/home``, ``/root``, ``/proc`` of the host, no server files); a fresh
 size-limited tmpfs as ``/work`` (the current directory) and ``/tmp``; a cleared
-environment; a new session (no terminal to inject into). When the server runs as root,
+environment; a new session (no terminal to inject into); a seccomp filter on x86_64
+(:mod:`referee.scorers.execution._seccomp` says what it refuses). When the server runs as root,
 bwrap runs as an unprivileged uid (``run_as_uid``, through ``setpriv``), so the process
 limit holds (the kernel exempts root from it).
 
@@ -35,6 +36,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from referee.scorers.execution._seccomp import FILTER
 
 __all__ = [
     "RUN_ENV",
@@ -136,8 +139,10 @@ class Sandbox:
         run_as_uid: int = 65534,
         bwrap: str = "bwrap",
         ro_paths: Sequence[str] = ("/usr",),
+        seccomp: bool = True,
     ) -> None:
         self.isolation = isolation
+        self.seccomp = seccomp
         self.run_as_uid = run_as_uid
         self.bwrap = bwrap
         self.ro_paths = tuple(ro_paths)
@@ -175,6 +180,7 @@ class Sandbox:
     def command(
         self, argv: Sequence[str], *, work: Path, writable_work: bool, limits: Limits,
         binds: Mapping[str, str] = {}, status_fd: int | None = None,
+        seccomp_fd: int | None = None,
     ) -> list[str]:  # fmt: skip
         """The full command line: bwrap (unless isolation is none), prlimit, ``argv``."""
         prlimit = [
@@ -220,7 +226,18 @@ class Sandbox:
         cmd += ["--chdir", "/work"]
         if status_fd is not None:
             cmd += ["--json-status-fd", str(status_fd)]
+        if seccomp_fd is not None:
+            cmd += ["--seccomp", str(seccomp_fd)]
         return [*cmd, *prlimit]
+
+    def _seccomp_fd(self) -> int | None:
+        """A pipe holding the seccomp filter for bwrap to read (None: no filter)."""
+        if self.isolation == "none" or not self.seccomp or FILTER is None:
+            return None
+        read, write = os.pipe()
+        os.write(write, FILTER)  # a few hundred bytes: within the pipe's buffer
+        os.close(write)
+        return read
 
     async def run(
         self, argv: Sequence[str], *, work: Path, limits: Limits, stdin: bytes = b"",
@@ -230,22 +247,26 @@ class Sandbox:
         (a compile step); otherwise ``/work`` is a fresh tmpfs with ``binds`` (names in
         ``work`` -> paths inside) mounted read-only."""
         status_r, status_w = os.pipe()
+        seccomp_r = self._seccomp_fd()
         cmd = self.command(argv, work=work, writable_work=writable_work, limits=limits,
-                           binds=binds, status_fd=status_w)  # fmt: skip
+                           binds=binds, status_fd=status_w, seccomp_fd=seccomp_r)  # fmt: skip
+        passed = (status_w,) if seccomp_r is None else (status_w, seccomp_r)
         start = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, pass_fds=(status_w,),
+                stderr=asyncio.subprocess.PIPE, pass_fds=passed,
                 env=RUN_ENV if self.isolation == "none" else {},
                 cwd=work, start_new_session=True,
             )  # fmt: skip
         except (OSError, ValueError) as exc:
             os.close(status_r)
-            os.close(status_w)
+            for fd in passed:
+                os.close(fd)
             return RunOutcome("error", detail=f"cannot start the sandbox: {exc}")
-        os.close(status_w)
+        for fd in passed:
+            os.close(fd)
         try:
             return await self._supervise(proc, stdin, limits, start, status_r)
         finally:
