@@ -94,11 +94,11 @@ def test_mixed_python_and_cpp_batch_gets_the_right_verdicts(server: tuple[str, P
     side_errors: list[str] = []
 
     def keep_asking() -> None:  # the server answers other requests during the batch
-        for _ in range(5):
+        for n in range(5):  # distinct programs: each one runs, none comes from the cache
             t = time.monotonic()
             try:
                 r = httpx.post(f"{url}/v1/rewards", headers=headers, timeout=60, json={
-                    "pipeline": "code", "items": [item("side", "print(sum(map(int, input().split())))")],
+                    "pipeline": "code", "items": [item(f"side-{n}", f"print(sum(map(int, input().split())))  # {n}")],
                 })  # fmt: skip
             except httpx.HTTPError as exc:
                 side_errors.append(repr(exc))
