@@ -3,7 +3,10 @@ credit, and queries that try to write, attach, load extensions or run forever.""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -124,3 +127,23 @@ async def test_item_problems_are_per_item_errors(scorer: SqlScorer) -> None:
 def test_databases_must_be_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is not a directory"):
         SqlScorer.Options(databases=tmp_path / "nope")
+
+
+@pytest.mark.slow
+async def test_a_query_starved_of_cpu_by_an_overloaded_host_is_no_verdict(tmp_path: Path) -> None:
+    # A real overload: the query's thread and four CPU hogs share one CPU, so the
+    # wall-clock backstop comes long before the query has used its CPU time.
+    make_db(tmp_path, "concert")
+    s = SqlScorer("sql", SqlScorer.Options(databases=tmp_path, cpu_s=5, wall_s=1))
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})  # threads started from now on inherit it
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]  # noqa: ASYNC220
+    try:
+        [r] = await score(s, item(endless, "SELECT 1"))
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+        os.sched_setaffinity(0, before)
+    assert r.value is None and r.error_type == "overloaded", r

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["BUILTIN_LANGUAGES", "Language", "toolchain_version"]
 
+_SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"  # sandbox.RUN_ENV["PATH"]
+
 
 class Language(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,9 +64,11 @@ def toolchain_version(language: Language) -> str:
     if not language.version:
         return ""
     try:
+        # The sandbox's PATH, so the version is that of the toolchain the runs use.
         done = subprocess.run(
-            list(language.version), capture_output=True, text=True, timeout=30, check=False
-        )
+            list(language.version), capture_output=True, text=True, timeout=30, check=False,
+            env={"PATH": _SANDBOX_PATH, "LANG": "C.UTF-8"},
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unavailable: {type(exc).__name__}"
     text = (done.stdout or done.stderr).strip()
