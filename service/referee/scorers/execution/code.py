@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 
 
 class RunLimits(ScorerOptions):
-    cpu_s: FiniteFloat = Field(default=2.0, gt=0, le=600, description="CPU seconds per run")
+    cpu_s: FiniteFloat = Field(
+        default=2.0, gt=0, le=600, description="CPU seconds per run (whole seconds, at least 1)"
+    )
     wall_s: FiniteFloat | None = Field(
         default=None, gt=0, le=3600, description="wall-clock per run (default 2 x cpu_s + 1)"
     )

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from referee.scorers.execution._processes import kill_tree, tree_usage
 from referee.scorers.execution._seccomp import FILTER
 
 __all__ = [
@@ -95,39 +96,6 @@ class RunOutcome:
     detail: str = ""
 
 
-def _proc_tree(root: int) -> list[int]:
-    """``root`` and its descendants, read from /proc (racy by nature: best effort)."""
-    pids, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        pids.append(pid)
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError):
-                    children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-                    stack.extend(int(c) for c in children)
-    return pids
-
-
-def _tree_usage(root: int) -> tuple[float, float]:
-    """(CPU seconds used, seconds spent runnable but waiting for a CPU) of the tree."""
-    tick = os.sysconf("SC_CLK_TCK")
-    cpu = wait = 0.0
-    for pid in _proc_tree(root):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / tick
-            wait += int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
-    return cpu, wait
-
-
-def _kill_tree(root: int) -> None:
-    # Killing the sandbox's init (a child of bwrap) tears down its whole PID namespace.
-    for pid in reversed(_proc_tree(root)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
 class Sandbox:
     """Builds and runs sandboxed commands. ``isolation='none'`` runs with the limits but
     no namespaces (an explicit, logged choice for hosts without user namespaces)."""
@@ -151,6 +119,13 @@ class Sandbox:
     # -- start-up check ----------------------------------------------------------------
     async def check(self) -> None:
         """Raise :class:`SandboxUnavailableError` when a sandbox cannot be made here."""
+        needed = ["prlimit"] + (["setpriv"] if self._drop_to is not None else [])
+        missing = [tool for tool in needed if shutil.which(tool, path=RUN_ENV["PATH"]) is None]
+        if missing:
+            raise SandboxUnavailableError(
+                f"{' and '.join(missing)} not found in {RUN_ENV['PATH']}: install the "
+                "Debian/Ubuntu package util-linux"
+            )
         if self.isolation == "none":
             return
         if shutil.which(self.bwrap) is None:
@@ -271,7 +246,7 @@ class Sandbox:
             return await self._supervise(proc, stdin, limits, start, status_r)
         finally:
             if proc.returncode is None:
-                _kill_tree(proc.pid)
+                kill_tree(proc.pid)
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
@@ -318,7 +293,7 @@ class Sandbox:
             )
             if not waiter.done():
                 killed = self._why_killed(proc.pid, over.is_set(), limits)
-                _kill_tree(proc.pid)
+                kill_tree(proc.pid)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(waiter), 5.0)
             else:
@@ -339,7 +314,7 @@ class Sandbox:
         if output_over:
             return RunOutcome("output_limit", detail=f"more than {limits.output_bytes} "
                               "bytes of output (truncated)")  # fmt: skip
-        cpu, waited = _tree_usage(pid)
+        cpu, waited = tree_usage(pid)
         # Short of its CPU budget and kept waiting for a CPU a good part of the time: the
         # host, not the program, ran out of time. (A tree that used its budget, even
         # spread over many processes, or that slept, gets its verdict.)
