@@ -11,7 +11,6 @@ import os
 import platform
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,10 +25,7 @@ import yaml
 from referee.config import load_settings
 from tests.e2e.server import running_server
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("bwrap") is None, reason="apt-get install bubblewrap"),
-]
+pytestmark = pytest.mark.slow
 
 API_KEY = f"sk-e2e-{secrets.token_hex(8)}"
 ADD = {"inputs": ["1 2\n", "3 4\n", "5 5\n"], "outputs": ["3\n", "7\n", "10\n"]}

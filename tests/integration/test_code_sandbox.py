@@ -1,7 +1,9 @@
 """The code scorer in a real bubblewrap sandbox, running real python3 and g++ programs:
 verdicts, and hostile programs that try to get out. Where a hostile program would print a
 secret it reached, the test's expected output IS that secret, so reaching it would pass
-the case: each such case must end as anything but ``passed``."""
+the case: each such case must end as anything but ``passed``. They need bubblewrap and
+g++ (.ci/run installs them); without them they fail with the scorer's start-up error,
+which says what to install."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import json
 import os
 import platform
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -21,10 +22,6 @@ import pytest
 from referee.scorers.base import BATCH_DEADLINE, ScoreInput, ScoreResult
 from referee.scorers.execution.code import CodeScorer
 from referee.scorers.execution.sandbox import Limits, Sandbox, SandboxUnavailableError
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("bwrap") is None, reason="bubblewrap missing: apt-get install bubblewrap"
-)
 
 ADD = json.dumps({"inputs": ["1 2\n", "3 4\n", "5 5\n"], "outputs": ["3\n", "7\n", "10\n"]})
 
