@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from referee.scorers.base import BATCH_DEADLINE, ScoreInput, ScoreResult
+from referee.scorers.execution.backends import LocalBackend
 from referee.scorers.execution.code import CodeScorer
 from referee.scorers.execution.sandbox import Limits, Sandbox, SandboxUnavailableError
 
@@ -321,3 +322,30 @@ async def test_seccomp_filter_refuses_what_it_says(tmp_path: Path) -> None:
         "ptrace -1 1", "keyctl -1 1", "io_uring_setup -1 1", "unshare -1 1", "x32 getpid -1 1",
     ]  # fmt: skip
     assert "ptrace 0 0" in unfiltered  # without the filter PTRACE_TRACEME succeeds
+
+
+async def test_fail_fast_stops_at_the_first_failing_case_and_reward_all() -> None:
+    s = CodeScorer(
+        "code", CodeScorer.Options(limits={"cpu_s": 1, "wall_s": 10}, fail_fast=True, reward="all")
+    )
+    await s.setup()
+    runs: list[float] = []
+    backend = s.backend
+    assert isinstance(backend, LocalBackend)
+    backend.on_run = runs.append
+    [wrong_first, right] = await s.score_batch(
+        [item("print(0)"), item("a, b = map(int, input().split())\nprint(a + b)")]
+    )
+    assert wrong_first.value == 0.0 and wrong_first.aspects == {
+        "pass_rate": 0.0,
+        "passed": 0.0,
+        "total": 3.0,
+    }
+    assert (wrong_first.reason or "").startswith("case 0: wrong_answer")
+    assert right.value == 1.0
+    assert len(runs) == 1 + 3  # the wrong program ran once, the right one on every case
+    # call-based tests need Python; a C++ item with them is a per-item error
+    [cpp_call] = await s.score_batch(
+        [item("int main(){}", {"fn_name": "f", "inputs": [[1]], "outputs": [1]}, "cpp")]
+    )
+    assert cpp_call.error_type == "invalid_input"
