@@ -271,13 +271,23 @@ class CodeScorer(Scorer):
         verdicts: list[tuple[str, str]] = []
         fail_fast = self.opts.fail_fast
         if suite.kind == "assert":  # a program per case: the suffix is the test
+            if not fail_fast:  # all at once (the backend bounds the runs in flight)
+                all_runs = await asyncio.gather(*(
+                    self.backend.execute(language, name, code + case.suffix, [""])
+                    for case in suite.cases
+                ))  # fmt: skip
+                for runs in all_runs:
+                    if runs[0].verdict is None:
+                        return verdicts, runs[0]
+                return [
+                    self._judge(c, r[0], "") for c, r in zip(suite.cases, all_runs, strict=True)
+                ], None
             for case in suite.cases:
                 runs = await self.backend.execute(language, name, code + case.suffix, [""])
-                verdict = self._judge(case, runs[0], "")
                 if runs[0].verdict is None:
                     return verdicts, runs[0]
-                verdicts.append(verdict)
-                if fail_fast and verdict[0] != "passed":
+                verdicts.append(self._judge(case, runs[0], ""))
+                if verdicts[-1][0] != "passed":
                     break
             return verdicts, None
         source = code
