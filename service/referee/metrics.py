@@ -154,6 +154,27 @@ class Metrics:
             ["scorer", "rule"],
             registry=r,
         )
+        self.code_runs = Counter(
+            "referee_code_runs",
+            "Programs run by code scorers, by scorer and run verdict (ok, wrong_answer, "
+            "runtime_error, time_limit, memory_limit, output_limit, compile_error, or the "
+            "failure type when no verdict was reached: overloaded, sandbox_error, ...).",
+            ["scorer", "verdict"],
+            registry=r,
+        )
+        self.sandbox_run_seconds = Histogram(
+            "referee_sandbox_run_seconds",
+            "Wall time of one sandboxed run (compile or test case), by scorer.",
+            ["scorer"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sql_queries = Counter(
+            "referee_sql_queries",
+            "SQL items scored, by scorer and verdict (match, mismatch, error, time_limit).",
+            ["scorer", "verdict"],
+            registry=r,
+        )
         self.scorer_ready = Gauge(
             "referee_scorer_ready",
             "1 when a scorer is loaded and warmed up.",

@@ -26,6 +26,8 @@ _KINDS: dict[str, str] = {
     "similarity": "referee.scorers.models.similarity:SimilarityScorer",
     "likelihood": "referee.scorers.models.likelihood:LikelihoodScorer",
     "judge": "referee.scorers.judge:JudgeScorer",
+    "code": "referee.scorers.execution.code:CodeScorer",
+    "sql": "referee.scorers.execution.sql:SqlScorer",
 }
 
 KNOWN_KINDS: tuple[str, ...] = tuple(sorted(_KINDS))
