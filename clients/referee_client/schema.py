@@ -19,6 +19,7 @@ __all__ = [
     "ErrorDetail",
     "ItemError",
     "Message",
+    "Outcome",
     "RewardItem",
     "RewardOptions",
     "RewardRequest",
@@ -29,6 +30,12 @@ __all__ = [
 ]
 
 MAX_ID_LENGTH = 256
+
+# What happened to one item: a verdict about the answer ("scored"), no verdict because
+# verification failed ("failed": a timeout, an overloaded or broken verifier; the error's
+# `retryable` says whether trying again can help), or an item that cannot be scored as
+# sent ("invalid": a missing reference, an input too long).
+Outcome = Literal["scored", "failed", "invalid"]
 MAX_REFERENCE_REWARDS = 1024
 
 
@@ -167,10 +174,21 @@ class ItemError(BaseModel):
 
     type: str
     message: str
+    retryable: bool = Field(
+        default=False,
+        description="Sending the item again may give a verdict (a timeout, an overloaded "
+        "verifier); false when the same failure would repeat.",
+    )
 
 
 class RewardResult(BaseModel):
     id: str
+    outcome: Outcome = Field(
+        default="scored",
+        description="`scored`: `reward` is a verdict about the answer. `failed`: no verdict "
+        "could be reached (see `error.retryable`). `invalid`: the item cannot be scored as "
+        "sent. Only a scored item has a reward.",
+    )
     reward: float | None
     components: dict[str, float | None] | None = None
     steps: list[float] | None = None
@@ -185,6 +203,27 @@ class RewardResult(BaseModel):
         description="A model scorer cut this item's input to its max_length (the scorer's "
         "note in `info` says how much); only scorers configured to truncate do this.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _outcome_from_error(cls, data: Any) -> Any:
+        # A server from before typed outcomes sends none: an error then means "failed".
+        if isinstance(data, dict) and "outcome" not in data and data.get("error") is not None:
+            return {**data, "outcome": "failed"}
+        return data
+
+    @model_validator(mode="after")
+    def _outcome_agrees(self) -> RewardResult:
+        if (self.outcome == "scored") != (self.error is None):
+            raise ValueError(f"outcome {self.outcome!r} with error={self.error!r}")
+        if self.outcome != "scored" and self.reward is not None:
+            raise ValueError(f"a {self.outcome} item carries no reward")
+        return self
+
+    @property
+    def retryable(self) -> bool:
+        """A failed item that may succeed if sent again."""
+        return self.outcome == "failed" and self.error is not None and self.error.retryable
 
 
 class Usage(BaseModel):
