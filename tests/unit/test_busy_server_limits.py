@@ -21,8 +21,8 @@ from contextlib import contextmanager
 import pytest
 import regex
 
+from referee.scorers._cpu_limit import CpuBudgetSpent, VerifierStarved, cpu_limited
 from referee.scorers.base import BATCH_DEADLINE
-from referee.scorers.rules._cpu_limit import CpuBudgetSpent, VerifierStarved, cpu_limited
 from referee.scorers.rules.match import MatchScorer
 from referee.scorers.rules.math import MathScorer
 from tests.support import score_input

@@ -14,9 +14,9 @@ The value is ``reward_ok`` or ``reward_bad``; a bad response carries a reason.
 
 ``think_answer`` and ``json`` read the whole response in linear time (string searches, no
 backtracking). ``pattern`` runs on the ``regex`` engine, which releases the GIL while
-matching, with a budget of ``regex_timeout_s`` seconds of CPU time (not wall time, so a
-busy server cannot trip it; see :mod:`._cpu_limit`): a match that spends it, or cannot get it
-in time, leaves the item ``failed`` and retryable, never ``reward_bad``.
+matching, with a budget of ``regex_timeout_s`` seconds of its own CPU time (a busy server
+cannot trip it; see :mod:`referee.scorers._cpu_limit`): a match that spends it, or cannot
+get it in time, leaves the item ``failed`` and retryable, never ``reward_bad``.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import Any, Literal
 import regex
 from pydantic import ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
-from referee.scorers.base import ScoreInput, ScoreResult, ScorerOptions, SyncScorer
-from referee.scorers.rules._cpu_limit import (
+from referee.scorers._cpu_limit import (
     CpuBudgetSpent,
     VerifierStarved,
     cpu_limited,
     limit_failure,
 )
+from referee.scorers.base import ScoreInput, ScoreResult, ScorerOptions, SyncScorer
 
 __all__ = ["FormatScorer"]
 

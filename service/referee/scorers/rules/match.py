@@ -17,7 +17,7 @@ Bounded work, since responses and references come from clients:
   last); the reason says so when the response was longer;
 - patterns run on the ``regex`` engine, which releases the GIL while matching, with a
   budget of ``regex_timeout_s`` seconds of CPU time (not wall time: a busy server cannot
-  trip it, see :mod:`._cpu_limit`); a match that spends it, or cannot get it in time,
+  trip it, see :mod:`referee.scorers._cpu_limit`); a match that spends it, or cannot get it in time,
   leaves the item ``failed`` and retryable, never ``reward_miss``;
 - a ``reference`` used as a pattern is refused (``invalid_reference``) when longer than
   ``max_reference_pattern_chars``, when it does not compile, or when preparing it would
@@ -36,13 +36,13 @@ from typing import Any, Literal
 import regex
 from pydantic import Field, FiniteFloat, field_validator, model_validator
 
-from referee.scorers.base import ScoreInput, ScoreResult, ScorerOptions, SyncScorer
-from referee.scorers.rules._cpu_limit import (
+from referee.scorers._cpu_limit import (
     CpuBudgetSpent,
     VerifierStarved,
     cpu_limited,
     limit_failure,
 )
+from referee.scorers.base import ScoreInput, ScoreResult, ScorerOptions, SyncScorer
 
 __all__ = ["MatchScorer", "normalize_answer", "unbox"]
 
