@@ -59,10 +59,35 @@ class RewardItem(_Strict):
     rollouts of one prompt (GRPO group normalisation, in-group comparisons).
     """
 
+    # The published schema says what the validators below enforce: `response` or
+    # `messages` (a chat ending with the assistant's turn), and never both forms.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["response"], "properties": {"response": {"type": "string"}}},
+                {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+            ],
+            "not": {
+                "anyOf": [
+                    {
+                        "required": ["messages", other],
+                        "properties": {"messages": {"type": "array"}, other: {"type": "string"}},
+                    }
+                    for other in ("response", "prompt")
+                ]
+            },
+        },
+    )
+
     id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     prompt: str | None = None
     response: str | None = None
-    messages: list[Message] | None = None
+    messages: list[Message] | None = Field(
+        default=None,
+        min_length=1,
+        description="A chat whose last turn is the assistant's response (role `assistant`).",
+    )
     reference: str | None = None
     group: str | None = None
     reference_rewards: list[float] | None = Field(

@@ -26,6 +26,7 @@ class ErrorKind(str, enum.Enum):
     NOT_FOUND = "not_found"  # unknown pipeline or route
     METHOD_NOT_ALLOWED = "method_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"  # body size, item count, text length
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # a body that is not declared JSON
     INVALID_REQUEST = "invalid_request"  # schema errors
     OVERLOADED = "overloaded"  # queue full: retry later
     NOT_READY = "not_ready"  # models still loading
@@ -40,6 +41,7 @@ HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.METHOD_NOT_ALLOWED: 405,
     ErrorKind.PAYLOAD_TOO_LARGE: 413,
+    ErrorKind.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorKind.INVALID_REQUEST: 422,
     ErrorKind.OVERLOADED: 429,
     ErrorKind.NOT_READY: 503,
@@ -57,6 +59,7 @@ GRPC_STATUS: dict[ErrorKind, str] = {
     ErrorKind.NOT_FOUND: "NOT_FOUND",
     ErrorKind.METHOD_NOT_ALLOWED: "UNIMPLEMENTED",
     ErrorKind.PAYLOAD_TOO_LARGE: "INVALID_ARGUMENT",
+    ErrorKind.UNSUPPORTED_MEDIA_TYPE: "INVALID_ARGUMENT",
     ErrorKind.INVALID_REQUEST: "INVALID_ARGUMENT",
     ErrorKind.OVERLOADED: "RESOURCE_EXHAUSTED",
     ErrorKind.NOT_READY: "UNAVAILABLE",
