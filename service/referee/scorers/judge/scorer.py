@@ -21,6 +21,7 @@ from referee.scorers.base import (
     deadline_passed,
     past_deadline_result,
 )
+from referee.scorers.judge._content import PROCEDURE_VERSION
 from referee.scorers.judge.backends import make_backend
 from referee.scorers.judge.guard import JudgeGuard
 from referee.scorers.judge.options import JudgeOptions
@@ -95,7 +96,14 @@ class JudgeScorer(Scorer):
         rules = (
             canonical_json(
                 [
-                    (r.name, r.match, [p.pattern for p in r.patterns], r.min_share)
+                    (
+                        r.name,
+                        r.match,
+                        [p.pattern for p in r.patterns],
+                        r.min_share,
+                        r.content.v.describe() if r.content else None,
+                        PROCEDURE_VERSION,
+                    )
                     for r in self.guard.rules
                 ]
             )
