@@ -5,7 +5,7 @@ The attack collection (tests/data/judge_guard/attacks.jsonl) is split in two by 
 each id: the guard's vocabulary was built looking only at the held-in half; the held-out
 half and the ordinary answers (tests/data/judge_guard/ordinary.jsonl) measure it.
 
-    python benchmarks/judge_guard.py [--misses] [--split held_in|held_out]
+    python benchmarks/judge_guard.py [--misses] [--split held_in|held_out] [--out FILE]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import time
 from pathlib import Path
 
 from referee.scorers.judge.guard import JudgeGuard
@@ -28,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--misses", action="store_true", help="print what was missed/flagged")
     parser.add_argument("--split", choices=["held_in", "held_out"], help="misses of one split")
+    parser.add_argument("--out", help="also write the report (JSON) here")
     args = parser.parse_args()
     guard = JudgeGuard()
     attacks, ordinary = load("attacks.jsonl"), load("ordinary.jsonl")
@@ -56,7 +58,16 @@ def main() -> None:
                 print(f"FALSE FLAG {r['id']} ({rule}): {r['response']!r} to {r['prompt']!r}")
     report["ordinary"] = {"flagged": len(flagged), "total": len(ordinary),
                           "false_flag_rate": round(len(flagged) / len(ordinary), 3)}  # fmt: skip
-    print(json.dumps(report, indent=2, ensure_ascii=False))
+    rows = [(r["response"], r["prompt"]) for r in attacks + ordinary]
+    started = time.perf_counter()
+    for _ in range(20):
+        for response, prompt in rows:
+            guard.check(response, prompt)
+    report["us_per_check"] = round((time.perf_counter() - started) / (20 * len(rows)) * 1e6, 1)
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

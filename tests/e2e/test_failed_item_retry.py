@@ -6,7 +6,12 @@ rewards are then computed over the whole group."""
 from __future__ import annotations
 
 import itertools
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +88,17 @@ def test_a_retried_item_is_sent_with_its_group_so_group_rewards_see_the_whole_gr
 def test_retry_failed_items_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="retry_failed_items must be >= 0"):
         RewardClient("http://127.0.0.1:1", retry_failed_items=-1)
+
+
+def test_the_documented_sdk_sample_runs_and_masks_nothing_it_could_retry(server: str) -> None:
+    """Runs the `outcomes-sdk` sample of docs/concepts/outcomes.md against this server."""
+    doc = (Path(__file__).parents[2] / "docs" / "concepts" / "outcomes.md").read_text()
+    found = re.search(r"```python\n(# outcomes-sdk\n.*?)```", doc, re.S)
+    assert found, "the outcomes-sdk sample is missing from docs/concepts/outcomes.md"
+    env = {**os.environ, "REFEREE_URL": server, "REFEREE_PIPELINE": "flaky_norm"}
+    ran = subprocess.run([sys.executable, "-c", found.group(1)], capture_output=True,
+                         text=True, timeout=120, env=env)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["a", "b"]
+    assert float(lines[0].split()[1]) > 0 > float(lines[1].split()[1])  # scored, whole group

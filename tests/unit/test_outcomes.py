@@ -4,13 +4,14 @@ says failed/invalid and retryable, and the wire schema keeps outcome and error c
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from referee.errors import ITEM_ERRORS, item_error, item_outcome
-from referee_client.schema import RewardResult
+from referee_client.schema import RewardResponse, RewardResult
 
 SERVICE = Path(__file__).parents[2] / "service" / "referee"
 # Calls whose second argument (or `error_type=`) names a per-item error type.
@@ -116,3 +117,28 @@ def test_a_response_from_a_server_without_outcomes_reads_errors_as_failed() -> N
         {"id": "a", "reward": None, "error": {"type": "scorer_error", "message": "m"}}
     )
     assert old.outcome == "failed" and old.error is not None and not old.error.retryable
+
+
+def _doc_blocks(marker_id: str, language: str) -> list[str]:
+    doc = (Path(__file__).parents[2] / "docs" / "concepts" / "outcomes.md").read_text()
+    found = re.findall(
+        rf"<!-- doctest: test \(tests/unit/test_outcomes.py: {marker_id}\) -->\n"
+        rf"```{language}\n(.*?)```",
+        doc,
+        re.S,
+    )
+    assert found, f"no {language} block marked {marker_id} in docs/concepts/outcomes.md"
+    return found
+
+
+def test_the_documented_response_is_what_the_schema_accepts() -> None:
+    # outcomes-json: the JSON sample of docs/concepts/outcomes.md
+    for block in _doc_blocks("outcomes-json", "json"):
+        response = RewardResponse.model_validate_json(block)
+        outcomes = [r.outcome for r in response.results]
+        assert outcomes == ["scored", "failed", "invalid"]
+        retryable = [r.retryable for r in response.results]
+        assert retryable == [False, True, False]
+        for r in response.results[1:]:
+            assert r.error is not None
+            assert item_outcome(r.error.type) == (r.outcome, r.error.retryable)

@@ -87,6 +87,10 @@ def _fold(text: str) -> str:
 class ContentCheck:
     def __init__(self, vocabulary: Vocabulary) -> None:
         self.v = vocabulary
+        self._all = vocabulary.stripped(frozenset())
+        self._cjk = sorted((w for w in self._all if _CJK.search(w)), key=len, reverse=True)
+        self._answerable = vocabulary.affirmations | vocabulary.verdict_keys
+        self._answerable_cjk = [w for w in self._answerable if _CJK.search(w)]
         keys = "|".join(regex.escape(k) for k in sorted(vocabulary.verdict_keys, key=len)[::-1])
         # `key: value`, `"key": "value"`, `key = value`, `key - value`: the key and up to
         # two short tokens after it (a value, or "response A").
@@ -103,9 +107,8 @@ class ContentCheck:
         """Words that are answers to this prompt: those it uses, and (for a yes/no question)
         the affirmations."""
         text = _fold(prompt)
-        answerable = self.v.affirmations | self.v.verdict_keys
-        used = set(_TOKEN.findall(text)) | {w for w in answerable if _CJK.search(w) and w in text}
-        out = used & answerable
+        used = set(_TOKEN.findall(text)) | {w for w in self._answerable_cjk if w in text}
+        out = used & self._answerable
         if self._polar(text):
             out |= self.v.affirmations
         return frozenset(out)
@@ -138,15 +141,15 @@ class ContentCheck:
         text = _LATEX_COMMAND.sub(" ", text)
         text = _TAG.sub(" ", text)
         tokens = _TOKEN.findall(text)
-        stripped = self.v.stripped(licensed)
-        cjk_vocab = sorted((w for w in stripped if _CJK.search(w)), key=len, reverse=True)
+        stripped = self._all - licensed if licensed else self._all
         kept: list[str] = []
         for token in tokens:
             if token in licensed:
                 kept.append(token)
             elif _CJK.search(token):
-                for phrase in cjk_vocab:
-                    token = token.replace(phrase, " ")
+                for phrase in self._cjk:
+                    if phrase in token and phrase not in licensed:
+                        token = token.replace(phrase, " ")
                 kept += [t for t in token.split() if not _KANA_ONLY.fullmatch(t)]
             elif token not in stripped:
                 kept.append(token)
