@@ -66,18 +66,21 @@ def _cpu_cost(pattern: regex.Pattern[str], text: str) -> float:
 
 async def test_a_regex_crowded_out_by_other_matches_still_gives_its_verdict() -> None:
     pattern = regex.compile(PATTERN)
-    budget = max(0.03, 3 * min(_cpu_cost(pattern, RESPONSE) for _ in range(3)))
+    budget = 5 * min(_cpu_cost(pattern, RESPONSE) for _ in range(3))
     scorer = MatchScorer(
         "m",
         MatchScorer.Options(mode="regex", pattern=PATTERN, max_chars=None, regex_timeout_s=budget),
     )
-    with busy_matching_threads():
+    items = [score_input(RESPONSE, id=str(i)) for i in range(10)]
+    with busy_matching_threads(6):
         # The precondition: under this load the engine's own limit trips on this response.
         with pytest.raises(TimeoutError):
             pattern.search(RESPONSE, timeout=budget)
-        [result] = await scorer.score_batch([score_input(RESPONSE, id="a")])
-    assert result.error is None, result.error
-    assert result.value == 1.0
+        results = await scorer.score_batch(items)
+    # Never a miss: each item gets its verdict, or (if its own CPU time really ran past the
+    # budget on this contended machine) no reward and a retryable failure.
+    assert all(r.value == 1.0 or r.error_type == "verifier_timeout" for r in results), results
+    assert sum(r.value == 1.0 for r in results) >= 5, results
 
 
 def test_a_catastrophic_regex_still_spends_its_budget_under_load() -> None:
