@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-__all__ = ["gated_reward", "metadata_value", "slow_reward"]
+__all__ = ["gated_reward", "metadata_value", "slow_first_time", "slow_reward"]
 
 
 def metadata_value(metadata: dict[str, object] | None, key: str = "score") -> float:
@@ -36,4 +36,17 @@ async def gated_reward(response: str, metadata: dict[str, object] | None) -> flo
     gate = Path(str(metadata["gate"]))
     while not await asyncio.to_thread(gate.exists):
         await asyncio.sleep(0.01)
+    return float(len(response.split()))
+
+
+_SEEN: set[str] = set()
+
+
+async def slow_first_time(response: str, id: str, delay_s: float = 1.0) -> float:
+    """A verifier that is overloaded once: the first time it sees an item id whose response
+    starts with "slow" it waits ``delay_s`` (past its scorer's timeout), then answers at
+    once. Rewards the length in words."""
+    if response.startswith("slow") and id not in _SEEN:
+        _SEEN.add(id)
+        await asyncio.sleep(delay_s)
     return float(len(response.split()))

@@ -104,7 +104,9 @@ def request_from_proto(msg: pb.RewardRequest) -> dict[str, Any]:
 def response_to_proto(response: RewardResponse) -> pb.RewardResponse:
     msg = pb.RewardResponse(pipeline=response.pipeline, pipeline_version=response.pipeline_version)
     for result in response.results:
-        out = msg.results.add(id=result.id, cached=result.cached, truncated=result.truncated)
+        out = msg.results.add(
+            id=result.id, outcome=result.outcome, cached=result.cached, truncated=result.truncated
+        )
         if result.reward is not None:
             out.reward = result.reward
         for name, value in (result.components or {}).items():
@@ -117,6 +119,7 @@ def response_to_proto(response: RewardResponse) -> pb.RewardResponse:
         if result.error is not None:
             out.error.type = result.error.type
             out.error.message = result.error.message
+            out.error.retryable = result.error.retryable
         if result.info:
             out.info.update(result.info)
     usage = response.usage
@@ -135,22 +138,28 @@ def _component(value: struct_pb2.Value) -> float | None:
 def _item_error(result: pb.RewardResult) -> ItemError | None:
     if not result.HasField("error"):
         return None
-    return ItemError(type=result.error.type, message=result.error.message)
+    return ItemError(
+        type=result.error.type, message=result.error.message, retryable=result.error.retryable
+    )
 
 
 def response_from_proto(msg: pb.RewardResponse) -> RewardResponse:
     results = []
     for r in msg.results:
         results.append(
-            RewardResult(
-                id=r.id,
-                reward=r.reward if r.HasField("reward") else None,
-                components={k: _component(v) for k, v in r.components.items()} or None,
-                steps=list(r.steps) or None,
-                cached=r.cached,
-                error=_item_error(r),
-                info=dict(r.info) or None,
-                truncated=r.truncated,
+            RewardResult.model_validate(
+                {
+                    "id": r.id,
+                    # An older server sends no outcome: derived from the error, as over HTTP.
+                    **({"outcome": r.outcome} if r.outcome else {}),
+                    "reward": r.reward if r.HasField("reward") else None,
+                    "components": {k: _component(v) for k, v in r.components.items()} or None,
+                    "steps": list(r.steps) or None,
+                    "cached": r.cached,
+                    "error": _item_error(r),
+                    "info": dict(r.info) or None,
+                    "truncated": r.truncated,
+                }
             )
         )
     usage = Usage(items=msg.usage.items, cache_hits=msg.usage.cache_hits, errors=msg.usage.errors)

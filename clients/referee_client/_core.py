@@ -62,6 +62,9 @@ class ClientSettings:
     max_concurrency: int
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 8.0
+    # Rounds of sending again the items that came back failed and retryable (with the
+    # other items of their groups, so group-relative rewards see whole groups).
+    retry_failed_items: int = 0
 
 
 def as_items(items: Sequence[ItemLike] | ItemLike) -> list[RewardItem]:
@@ -184,6 +187,31 @@ class ClientCore:
         models = as_items(items)
         if not models:
             raise ValueError("items is empty: give at least one item")
+        parts, results = await self._score_once(models, pipeline, options, deadline)
+        loop = asyncio.get_running_loop()
+        for attempt in range(self.settings.retry_failed_items):
+            again = _failed_retryable_with_groups(models, results)
+            if not again:
+                break
+            delay = self.backoff(attempt, RefereeError("failed items"))
+            if loop.time() + delay >= deadline:
+                break  # no time for another round: the failed items stay failed
+            await asyncio.sleep(delay)
+            _, retried = await self._score_once(
+                [models[i] for i in again], pipeline, options, deadline
+            )
+            for i, result in zip(again, retried, strict=True):
+                results[i] = result
+        if self.settings.retry_failed_items:
+            errors = sum(1 for r in results if r.outcome != "scored")
+            usage = Usage(items=len(results), cache_hits=sum(r.cached for r in results),
+                          errors=errors)  # fmt: skip
+            return combine(parts, results).model_copy(update={"usage": usage})
+        return combine(parts, results)
+
+    async def _score_once(
+        self, models: list[RewardItem], pipeline: str, options: RewardOptions, deadline: float
+    ) -> tuple[list[RewardResponse], list[RewardResult]]:
         chunks = plan_chunks(models, await self.chunk_size(deadline))
         max_bytes = await self.max_bytes(deadline)
         parts = await asyncio.gather(
@@ -199,7 +227,7 @@ class ClientCore:
         results = [r for r in placed if r is not None]
         if len(results) != len(models):  # a server bug; never hand back a short list
             raise RefereeError(f"the server answered {len(results)} of {len(models)} items")
-        return combine(parts, results)
+        return list(parts), results
 
     async def send(
         self,
@@ -272,3 +300,13 @@ class ClientCore:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+def _failed_retryable_with_groups(
+    items: Sequence[RewardItem], results: Sequence[RewardResult]
+) -> list[int]:
+    """Indices of the items that failed retryably, and of every item sharing a group with
+    one: a group-normalised reward is only right when the whole group is scored together."""
+    failed = {i for i, r in enumerate(results) if r.retryable}
+    groups = {items[i].group for i in failed if items[i].group is not None}
+    return [i for i, item in enumerate(items) if i in failed or item.group in groups]

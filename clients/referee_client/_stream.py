@@ -20,7 +20,12 @@ from referee_client._core import (
     as_items,
     plan_chunks,
 )
-from referee_client.errors import APIConnectionError, APIStatusError, PayloadTooLargeError
+from referee_client.errors import (
+    APIConnectionError,
+    APIStatusError,
+    PayloadTooLargeError,
+    is_retryable,
+)
 from referee_client.schema import (
     ItemError,
     RewardOptions,
@@ -129,11 +134,19 @@ class AsyncRewardStream:
                     await self._over_http(request.model_copy(update={"items": part}), max_bytes)
                 return
             kind = exc.type if isinstance(exc, APIStatusError) and exc.type else "client_error"
-            self._answer_with_error(request, kind, str(exc) or type(exc).__name__)
+            self._answer_with_error(
+                request, kind, str(exc) or type(exc).__name__, retryable=is_retryable(exc)
+            )
 
-    def _answer_with_error(self, request: RewardRequest, kind: str, message: str) -> None:
-        error = ItemError(type=kind, message=message)
-        results = [RewardResult(id=item.id, reward=None, error=error) for item in request.items]
+    def _answer_with_error(
+        self, request: RewardRequest, kind: str, message: str, *, retryable: bool = False
+    ) -> None:
+        # The request as a whole failed: its items were never judged.
+        error = ItemError(type=kind, message=message, retryable=retryable)
+        results = [
+            RewardResult(id=item.id, outcome="failed", reward=None, error=error)
+            for item in request.items
+        ]
         usage = Usage(items=len(results), cache_hits=0, errors=len(results))
         self._inbox.put_nowait(
             RewardResponse(

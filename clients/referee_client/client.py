@@ -43,8 +43,11 @@ class _BaseClient:
     server-side deadline; ``max_retries`` applies to
     connection errors, timeouts and 408/429/503/504 only; ``chunk_size`` caps items per
     request (the server's own limit applies too); ``max_concurrency`` caps requests in
-    flight. ``admin_key`` (or ``$REFEREE_ADMIN_KEY``) is for ``client.admin`` only (live
+    flight; ``admin_key`` (or ``$REFEREE_ADMIN_KEY``) is for ``client.admin`` only (live
     reloads): the server's admin keys are separate from its API keys.
+    ``retry_failed_items`` is how many rounds the items that come back ``failed``
+    and ``retryable`` (a verifier timed out or was overloaded) are sent again, with the
+    rest of their groups, while the call's deadline allows (0: never; they stay failed).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class _BaseClient:
         chunk_size: int = 1024,
         max_concurrency: int = 8,
         admin_key: str | None = None,
+        retry_failed_items: int = 0,
     ) -> None:
         url = base_url or os.environ.get("REFEREE_URL")
         if not url:
@@ -73,8 +77,12 @@ class _BaseClient:
         ):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0; got {value!r}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0; got {max_retries!r}")
+        for name, count in (
+            ("max_retries", max_retries),
+            ("retry_failed_items", retry_failed_items),
+        ):
+            if count < 0:
+                raise ValueError(f"{name} must be >= 0; got {count!r}")
         self.base_url = url
         self.settings = ClientSettings(
             base_url=url,
@@ -83,6 +91,7 @@ class _BaseClient:
             max_retries=max_retries,
             chunk_size=chunk_size,
             max_concurrency=max_concurrency,
+            retry_failed_items=retry_failed_items,
         )
         self._core = ClientCore(self.settings, self._transport())
         self._admin = AsyncAdmin(url, admin_key, timeout)

@@ -4,7 +4,7 @@
     ├── APIConnectionError          could not reach the server, or the connection broke
     ├── APITimeoutError             no answer within the call's timeout
     └── APIStatusError              the server answered with an error (status_code, type, param)
-        ├── BadRequestError         400 / 422: the request is wrong; the message says what to fix
+        ├── BadRequestError         400/415/422: the request is wrong; the message says what to fix
         ├── AuthenticationError     401
         ├── NotFoundError           404: unknown pipeline or route
         ├── ConflictError           409: a reload is already in progress, or would not fit
@@ -52,6 +52,7 @@ TYPE_STATUS: dict[str, int] = {
     "method_not_allowed": 405,
     "conflict": 409,
     "payload_too_large": 413,
+    "unsupported_media_type": 415,
     "invalid_request": 422,
     "overloaded": 429,
     "not_ready": 503,
@@ -140,6 +141,7 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     404: NotFoundError,
     409: ConflictError,
     413: PayloadTooLargeError,
+    415: BadRequestError,
     422: BadRequestError,
     429: RateLimitError,
     503: ServiceUnavailableError,

@@ -20,6 +20,7 @@ __all__ = [
     "ErrorDetail",
     "ItemError",
     "Message",
+    "Outcome",
     "ReloadResult",
     "RewardItem",
     "RewardOptions",
@@ -34,6 +35,12 @@ __all__ = [
 ]
 
 MAX_ID_LENGTH = 256
+
+# What happened to one item: a verdict about the answer ("scored"), no verdict because
+# verification failed ("failed": a timeout, an overloaded or broken verifier; the error's
+# `retryable` says whether trying again can help), or an item that cannot be scored as
+# sent ("invalid": a missing reference, an input too long).
+Outcome = Literal["scored", "failed", "invalid"]
 MAX_REFERENCE_REWARDS = 1024
 
 
@@ -65,14 +72,38 @@ class RewardItem(_Strict):
     rollouts of one prompt (GRPO group normalisation, in-group comparisons).
     """
 
+    # The published schema says what the validators below enforce: `response` or
+    # `messages` (a chat ending with the assistant's turn), and never both forms.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["response"], "properties": {"response": {"type": "string"}}},
+                {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+            ],
+            "not": {
+                "anyOf": [
+                    {
+                        "required": ["messages", other],
+                        "properties": {"messages": {"type": "array"}, other: {"type": "string"}},
+                    }
+                    for other in ("response", "prompt")
+                ]
+            },
+        },
+    )
+
     id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     """The caller's id, unique within the request; the result carries it."""
     prompt: str | None = None
     """The prompt (with `response`; or give `messages`)."""
     response: str | None = None
     """The policy's response: the text being rewarded."""
-    messages: list[Message] | None = None
-    """A chat ending with the assistant's response, instead of prompt/response."""
+    messages: list[Message] | None = Field(
+        default=None,
+        min_length=1,
+        description="A chat whose last turn is the assistant's response (role `assistant`).",
+    )
     reference: str | None = None
     """The ground truth: a gold answer, a reference text (numbers are carried as text)."""
     group: str | None = None
@@ -192,10 +223,21 @@ class ItemError(BaseModel):
 
     type: str
     message: str
+    retryable: bool = Field(
+        default=False,
+        description="Sending the item again may give a verdict (a timeout, an overloaded "
+        "verifier); false when the same failure would repeat.",
+    )
 
 
 class RewardResult(BaseModel):
     id: str
+    outcome: Outcome = Field(
+        default="scored",
+        description="`scored`: `reward` is a verdict about the answer. `failed`: no verdict "
+        "could be reached (see `error.retryable`). `invalid`: the item cannot be scored as "
+        "sent. Only a scored item has a reward.",
+    )
     reward: float | None
     components: dict[str, float | None] | None = None
     steps: list[float] | None = None
@@ -210,6 +252,27 @@ class RewardResult(BaseModel):
         description="A model scorer cut this item's input to its max_length (the scorer's "
         "note in `info` says how much); only scorers configured to truncate do this.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _outcome_from_error(cls, data: Any) -> Any:
+        # A server from before typed outcomes sends none: an error then means "failed".
+        if isinstance(data, dict) and "outcome" not in data and data.get("error") is not None:
+            return {**data, "outcome": "failed"}
+        return data
+
+    @model_validator(mode="after")
+    def _outcome_agrees(self) -> RewardResult:
+        if (self.outcome == "scored") != (self.error is None):
+            raise ValueError(f"outcome {self.outcome!r} with error={self.error!r}")
+        if self.outcome != "scored" and self.reward is not None:
+            raise ValueError(f"a {self.outcome} item carries no reward")
+        return self
+
+    @property
+    def retryable(self) -> bool:
+        """A failed item that may succeed if sent again."""
+        return self.outcome == "failed" and self.error is not None and self.error.retryable
 
 
 class Usage(_Documented):

@@ -256,7 +256,7 @@ class DynamicBatcher:
                     self.metrics.scorer_errors.labels(name, result.error_type).inc()
                 reason = result.reason or ""
                 if (
-                    result.error_type == "timeout"
+                    result.error_type in ("timeout", "verifier_timeout")
                     or reason.startswith("timeout")
                     or ("timed out" in reason)
                 ):

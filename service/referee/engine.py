@@ -23,14 +23,14 @@ from referee.batching import DynamicBatcher, Pending
 from referee.cache import Breaker, MemoryCache, NullCache, ScoreCache, cache_key
 from referee.cache.redis import RedisCache
 from referee.config import ScorerConfig, Settings, scorer_refs
-from referee.errors import ErrorKind, RefereeError
+from referee.errors import ErrorKind, RefereeError, item_error
 from referee.metrics import Metrics
 from referee.monitors import PipelineMonitor, ensemble_members
 from referee.pipeline import EvalState, LeafScore, PipelineEvaluator
 from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
 from referee.scorers.base import canonical_json
 from referee_client.schema import (
-    ItemError,
+    Outcome,
     RewardRequest,
     RewardResponse,
     RewardResult,
@@ -578,15 +578,20 @@ class RewardEngine:
             if i not in state.errors and i not in values:  # a bug, never a lost item
                 state.fail(i, "internal", "no value was produced for this item")
             error = state.errors.get(i)
+            outcome: Outcome = "scored"
+            item_err = None
+            if error:
+                outcome, item_err = item_error(*error)
             info_map = state.info.get(i) or None
             results.append(
                 RewardResult(
                     id=item.id,
+                    outcome=outcome,
                     reward=None if error else values[i],
                     components=dict(state.components.get(i, {})) if want else None,
                     steps=state.steps.get(i),
                     cached=state.all_cached.get(i, False),
-                    error=ItemError(type=error[0], message=error[1]) if error else None,
+                    error=item_err,
                     info=dict(info_map) if info_map else None,
                     truncated=i in state.truncated,
                 )

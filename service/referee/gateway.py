@@ -13,7 +13,7 @@ from referee.config import ServerSettings
 from referee.errors import ErrorKind, RefereeError
 from referee_client.schema import ServerLimits
 
-__all__ = ["check_api_key", "parse_json", "read_body", "server_limits"]
+__all__ = ["check_api_key", "parse_json", "read_body", "require_json", "server_limits"]
 
 
 def check_api_key(keys: list[str], *, api_key: str | None, authorization: str | None) -> None:
@@ -110,3 +110,21 @@ def _lone_surrogate_path(payload: object) -> str | None:
         elif isinstance(value, list):
             stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value))
     return None
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON (``application/json`` or ``application/*+json``,
+    parameters aside); a request without a ``content-type`` is read as JSON."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    raise RefereeError(
+        ErrorKind.UNSUPPORTED_MEDIA_TYPE,
+        f"content-type {media or declared!r} is not JSON: send the body as application/json",
+        param="content-type",
+    )

@@ -51,11 +51,28 @@ class _Record:
     error_type: str | None = None
 
 
+# Every statistic works on values divided by their largest magnitude (so in [-1, 1]) and is
+# scaled back: sums of squares of rewards near 1e308 would overflow (fsum raises
+# OverflowError), and a failing /metrics scrape would hide the reward signal for a window.
+
+
+def _unit(values: Sequence[float]) -> tuple[list[float], float]:
+    """``values`` divided by their largest magnitude, and that magnitude (1 when all are 0)."""
+    scale = max((abs(v) for v in values), default=0.0) or 1.0
+    return [v / scale for v in values], scale
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    unit, scale = _unit(values)
+    std = statistics.pstdev(unit) if len(unit) > 1 else 0.0
+    return statistics.fmean(unit) * scale, std * scale
+
+
 def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     if len(xs) < 3:
         return None
     try:
-        return statistics.correlation(xs, ys)
+        return statistics.correlation(_unit(xs)[0], _unit(ys)[0])
     except statistics.StatisticsError:  # a constant series: no correlation to speak of
         return None
 
@@ -64,7 +81,9 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
     position = q * (len(ordered) - 1)
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    frac = position - low
+    # Weighted, not low + (high - low) * frac: the difference of two finite values can overflow.
+    return ordered[low] * (1 - frac) + ordered[high] * frac
 
 
 class PipelineMonitor:
@@ -102,10 +121,11 @@ class PipelineMonitor:
             values = sorted(v for _, v in pairs)
             if not values:
                 continue
+            mean, std = _mean_std(values)
             components[name] = {
                 "count": len(values),
-                "mean": statistics.fmean(values),
-                "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+                "mean": mean,
+                "std": std,
                 "min": values[0],
                 "max": values[-1],
                 "quantiles": {f"p{round(q * 100):02d}": _quantile(values, q) for q in _QUANTILES},
@@ -117,11 +137,11 @@ class PipelineMonitor:
             for r in ok:
                 vals = [(r.values or {}).get(m) for m in member_names]
                 if all(v is not None for v in vals):
-                    spreads.append(statistics.pstdev([float(v) for v in vals if v is not None]))
+                    spreads.append(_mean_std([float(v) for v in vals if v is not None])[1])
             if spreads:
                 disagreement[node] = {
                     "members": member_names,
-                    "mean_std": statistics.fmean(spreads),
+                    "mean_std": _mean_std(spreads)[0],
                     "max_std": max(spreads),
                 }
         return {

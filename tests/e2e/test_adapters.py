@@ -187,7 +187,8 @@ def test_openrlhf_extra_logs_have_every_component_as_numbers_for_every_item(serv
     """OpenRLHF merges workers' answers by the first answer's extra_logs keys and makes a
     tensor of each list: the keys must not depend on which items failed."""
     url = f"{server}/openrlhf/default?api_key={KEY}"
-    keys = {"referee/reward", "referee/correct", "referee/fmt", "referee/exact", "referee/error"}
+    keys = {"referee/reward", "referee/correct", "referee/fmt", "referee/exact", "referee/error",
+            "referee/failed", "referee/retryable", "referee/invalid"}  # fmt: skip
     for queries in (["unformatted"], [answer("1"), "unformatted"]):  # the gate skips `exact`
         logs = httpx.post(url, json={"query": queries, "labels": ["1"] * len(queries)}).json()[
             "extra_logs"
@@ -218,7 +219,7 @@ def test_openrlhf_scores_can_be_a_named_component(server: str) -> None:
     r = httpx.post(f"{url}&score_component=fmt", json=body)
     assert r.json()["rewards"] == [0.0, 1.0] and r.json()["scores"] == [1.0, 1.0]
     r = httpx.post(f"{url}&score_component=nope", json=body)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "score_component"
+    assert r.status_code == 422 and r.json()["error"]["param"] == "score_component"
 
 
 def test_openrlhf_a_rollout_over_max_items_per_request_is_split_by_the_route(server: str) -> None:

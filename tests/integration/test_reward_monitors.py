@@ -63,3 +63,24 @@ async def test_stats_of_an_unknown_pipeline_is_404() -> None:
     async with serve_app() as (client, _):
         r = await client.get("/v1/pipelines/nope/stats")
         assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
+
+
+async def test_metrics_and_stats_survive_rewards_near_the_largest_float() -> None:
+    # Finding 5: sums of squares of such rewards overflowed (OverflowError in fsum) and
+    # /metrics answered 500 until the window rolled over.
+    values = [1e308, -1e308, 1.7976931348623157e308, 5e-324, 0.0, -1.5e308, 1e308]
+    items = [{"id": f"i{k}", "response": "x" * (k + 1), "metadata": {"score": v}}
+             for k, v in enumerate(values)]  # fmt: skip
+    async with serve_app() as (client, _):
+        r = await client.post("/v1/rewards", json={"pipeline": "meta", "items": items})
+        assert r.status_code == 200 and r.json()["usage"]["errors"] == 0
+        stats = await client.get("/v1/pipelines/meta/stats")
+        metrics = await client.get("/metrics")
+    assert stats.status_code == 200, stats.text
+    assert metrics.status_code == 200, metrics.text
+    meta = stats.json()["components"]["meta"]
+    assert meta["mean"] == pytest.approx(statistics.fmean([v / 1e308 for v in values]) * 1e308)
+    assert meta["max"] == values[2] and meta["min"] == -1.5e308
+    assert 0 < meta["std"] < 2e308 and -1 <= meta["length_correlation"] <= 1
+    assert all(abs(q) <= values[2] for q in meta["quantiles"].values())
+    assert 'referee_reward_component_mean{component="meta",pipeline="meta"}' in metrics.text

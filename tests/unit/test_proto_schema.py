@@ -50,7 +50,8 @@ def _nullable(annotation: object) -> bool:
 
 
 def test_every_schema_model_is_mirrored_by_a_proto_message_and_back() -> None:
-    models = {getattr(schema, name) for name in schema.__all__}
+    exported = (getattr(schema, name) for name in schema.__all__)
+    models = {m for m in exported if isinstance(m, type) and issubclass(m, BaseModel)}
     assert models == set(MIRRORED) | HTTP_ONLY, "a new schema model needs a proto message"
     messages = set(pb.DESCRIPTOR.message_types_by_name)
     assert messages == set(MIRRORED.values()) | PROTO_ONLY, "a new proto message needs a model"
@@ -94,9 +95,12 @@ FULL_RESPONSE = RewardResponse.model_validate({
     "results": [
         {"id": "a", "reward": 0.5, "components": {"m": 1.0, "skipped": None}, "steps": [0.1, 0.9],
          "cached": True, "info": {"m": "why"}},
-        {"id": "b", "reward": None, "error": {"type": "scorer_error", "message": "boom"}},
+        {"id": "b", "outcome": "failed", "reward": None,
+         "error": {"type": "verifier_timeout", "message": "boom", "retryable": True}},
+        {"id": "c", "outcome": "invalid", "reward": None,
+         "error": {"type": "missing_field", "message": "no reference"}},
     ],
-    "usage": {"items": 2, "cache_hits": 1, "errors": 1},
+    "usage": {"items": 3, "cache_hits": 1, "errors": 2},
 })  # fmt: skip
 
 

@@ -69,15 +69,17 @@ class RewardRequest(_message.Message):
     def __init__(self, pipeline: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RewardItem, _Mapping]]] = ..., options: _Optional[_Union[RewardOptions, _Mapping]] = ...) -> None: ...
 
 class ItemError(_message.Message):
-    __slots__ = ("type", "message")
+    __slots__ = ("type", "message", "retryable")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     type: str
     message: str
-    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    retryable: bool
+    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
 class RewardResult(_message.Message):
-    __slots__ = ("id", "reward", "components", "steps", "cached", "error", "info", "truncated")
+    __slots__ = ("id", "reward", "components", "steps", "cached", "error", "info", "truncated", "outcome")
     class ComponentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,7 @@ class RewardResult(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     id: str
     reward: float
     components: _containers.MessageMap[str, _struct_pb2.Value]
@@ -108,7 +111,8 @@ class RewardResult(_message.Message):
     error: ItemError
     info: _containers.ScalarMap[str, str]
     truncated: bool
-    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., components: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., steps: _Optional[_Iterable[float]] = ..., cached: _Optional[bool] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., info: _Optional[_Mapping[str, str]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    outcome: str
+    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., components: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., steps: _Optional[_Iterable[float]] = ..., cached: _Optional[bool] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., info: _Optional[_Mapping[str, str]] = ..., truncated: _Optional[bool] = ..., outcome: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("items", "cache_hits", "errors")

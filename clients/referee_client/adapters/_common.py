@@ -8,7 +8,7 @@ import threading
 from referee_client.client import RewardClient
 from referee_client.schema import RewardResponse
 
-__all__ = ["process_client", "rewards_of"]
+__all__ = ["outcome_flags", "process_client", "rewards_of"]
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str, str | None], RewardClient] = {}
@@ -24,10 +24,28 @@ def process_client(base_url: str | None = None, api_key: str | None = None) -> R
     with _lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = RewardClient(url, api_key=api_key)
+            # Items whose verifier timed out or was overloaded are sent again once by
+            # default: a trainer would otherwise have to drop them.
+            retries = int(os.environ.get("REFEREE_RETRY_FAILED_ITEMS", "1"))
+            client = _clients[key] = RewardClient(url, api_key=api_key, retry_failed_items=retries)
         return client
 
 
 def rewards_of(response: RewardResponse, error_value: float | None) -> list[float | None]:
-    """The final reward per item; an item with a per-item error gets ``error_value``."""
-    return [r.reward if r.error is None else error_value for r in response.results]
+    """The reward of each scored item; a failed or invalid item gets ``error_value``
+    (None: no reward, for trainers that mask it)."""
+    return [r.reward if r.outcome == "scored" else error_value for r in response.results]
+
+
+def outcome_flags(response: RewardResponse) -> list[dict[str, int]]:
+    """Per item, 0/1 flags a trainer can filter or mask on: ``referee_failed`` (no verdict:
+    the reward is a placeholder), ``referee_retryable`` (sending it again may help),
+    ``referee_invalid`` (the item cannot be scored as sent)."""
+    return [
+        {
+            "referee_failed": int(r.outcome == "failed"),
+            "referee_retryable": int(r.retryable),
+            "referee_invalid": int(r.outcome == "invalid"),
+        }
+        for r in response.results
+    ]

@@ -6,11 +6,15 @@
 
 TRL calls ``reward_func(prompts=..., completions=..., completion_ids=..., trainer_state=...,
 **dataset_columns)`` and expects one float per completion (``None``: not applicable, which
-TRL turns into NaN). Completions are text, or (conversational datasets) lists of message
-dicts whose content is text or, for multimodal prompts, a list of parts (the text parts
-are sent). The first dataset column named in ``reference_columns`` is sent as the item's
-``reference``; the other JSON-like columns go into ``metadata``. Completions of the same
-prompt share a ``group``, so a pipeline's group normalisation sees each GRPO group.
+TRL turns into NaN and leaves out of the reward sum, ``nansum``). A completion whose outcome is
+``failed`` (no verdict: a verifier timed out, a judge was down) or ``invalid`` is returned as
+``None`` (or ``error_value`` when given), never as a made-up score; failed items that are
+retryable are first sent again (``$REFEREE_RETRY_FAILED_ITEMS`` rounds, default 1).
+Completions are text, or (conversational datasets) lists of message dicts whose content is
+text or, for multimodal prompts, a list of parts (the text parts are sent). The first
+dataset column named in ``reference_columns`` is sent as the item's ``reference``; the other
+JSON-like columns go into ``metadata``. Completions of the same prompt share a ``group``, so
+a pipeline's group normalisation sees each GRPO group.
 """
 
 from __future__ import annotations

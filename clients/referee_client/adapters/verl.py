@@ -14,7 +14,16 @@ numbers and lists, values JSON cannot carry are dropped with a warning. verl pas
 rollout ``uid`` to reward functions, so items are grouped only when the dataset's
 ``extra_info`` carries a ``group`` key. A ``ground_truth`` that is not a string (a list of
 accepted answers, a dict) is sent as its JSON text. An item the pipeline could not score
-gets ``$REFEREE_ERROR_REWARD`` (default 0.0), since verl needs a number.
+(outcome ``failed`` or ``invalid``) gets ``$REFEREE_ERROR_REWARD`` (default 0.0), since verl
+needs a number; items that failed retryably are first sent again
+(``$REFEREE_RETRY_FAILED_ITEMS`` rounds, default 1).
+
+With ``REFEREE_VERL_FLAGS=1`` each item's result is a dict, ``{"score": reward,
+"referee_failed": 0|1, "referee_retryable": 0|1, "referee_invalid": 0|1}``: verl's reward
+managers put ``score`` in the reward tensor and every other key into the batch's
+``non_tensor_batch`` (``reward_extra_info``), where a trainer can mask or filter the
+placeholder rewards (e.g. a ``filter_groups`` metric, or a custom advantage step). Off by
+default because verl releases before dict support read a dict as 0.0.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from referee_client._json import json_data
-from referee_client.adapters._common import process_client, rewards_of
+from referee_client.adapters._common import outcome_flags, process_client, rewards_of
 from referee_client.schema import RewardItem
 
 __all__ = ["compute_score", "compute_score_batch"]
@@ -62,7 +71,7 @@ def _item(i: int, data_source: Any, solution: str, truth: Any, extra: Any) -> Re
 def compute_score_batch(
     data_sources: Sequence[Any], solution_strs: Sequence[str], ground_truths: Sequence[Any],
     extra_infos: Sequence[Any] | None = None, **kwargs: Any,
-) -> list[float]:  # fmt: skip
+) -> list[float] | list[dict[str, float]]:  # fmt: skip
     """Rewards for a batch, in order (verl's BatchRewardManager signature)."""
     extras = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
     items = [
@@ -75,11 +84,17 @@ def compute_score_batch(
         return []
     response = process_client().score(items, pipeline=os.environ.get("REFEREE_PIPELINE", "default"))
     fallback = float(os.environ.get("REFEREE_ERROR_REWARD", "0.0"))
-    return [fallback if r is None else r for r in rewards_of(response, fallback)]
+    rewards = [fallback if r is None else r for r in rewards_of(response, fallback)]
+    if os.environ.get("REFEREE_VERL_FLAGS", "0") not in ("1", "true", "yes"):
+        return rewards
+    return [
+        {"score": reward, **flags}
+        for reward, flags in zip(rewards, outcome_flags(response), strict=True)
+    ]
 
 
 def compute_score(
     data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any
-) -> float:
+) -> float | dict[str, float]:
     """One reward (verl's default reward manager signature)."""
     return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info])[0]

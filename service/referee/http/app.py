@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from referee.admin.routes import router as admin_router
 from referee.config import Settings
 from referee.engine import RewardEngine
 from referee.errors import HTTP_STATUS, ErrorKind, RefereeError
+from referee.http._redact import RedactSecrets
+from referee.http._unexpected import AnswerUnexpectedErrors
 from referee.http.routes import router
 from referee.metrics import Metrics
 from referee.protocols import openrlhf
@@ -38,26 +39,13 @@ _STATUS_KIND = {
     404: ErrorKind.NOT_FOUND,
     405: ErrorKind.METHOD_NOT_ALLOWED,
     413: ErrorKind.PAYLOAD_TOO_LARGE,
+    415: ErrorKind.UNSUPPORTED_MEDIA_TYPE,
     422: ErrorKind.INVALID_REQUEST,
 }
 
 
-class RedactApiKey(logging.Filter):
-    """Replaces the value of ``api_key=`` (the OpenRLHF route's query parameter) with
-    ``***`` in uvicorn's access-log lines, so keys do not end up in log storage."""
-
-    PATTERN = re.compile(r"((?:^|[?&])api_key=)[^&\s]*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
-            )
-        return True
-
-
-def error_response(exc: RefereeError) -> JSONResponse:
-    headers = {}
+def error_response(exc: RefereeError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
     if exc.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     if exc.kind is ErrorKind.UNAUTHORIZED:
@@ -67,20 +55,20 @@ def error_response(exc: RefereeError) -> JSONResponse:
 
 
 def _document_request_body(app: FastAPI) -> None:
-    """/v1/rewards parses its body itself (to tell 400 from 413 from 422); put the
-    request schema into the OpenAPI document so /docs still shows it."""
+    """/v1/rewards and /openrlhf parse their bodies themselves (to tell 400 from 413 from
+    415 from 422); put the request schemas into the OpenAPI document so /docs shows them."""
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = default_openapi()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (RewardRequest, ScorerReloadRequest, ConfigApplyRequest):
-                request_schema = model.model_json_schema(
-                    ref_template="#/components/schemas/{model}"
-                )
-                components.update(request_schema.pop("$defs", {}))
-                components[model.__name__] = request_schema
+            for model in (
+                RewardRequest, openrlhf.OpenRLHFRequest, ScorerReloadRequest, ConfigApplyRequest
+            ):
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -106,7 +94,7 @@ def build_app(
                 await engine.start()
 
         access_log = logging.getLogger("uvicorn.access")  # configured by uvicorn by now
-        redact = RedactApiKey()
+        redact = RedactSecrets()
         access_log.addFilter(redact)
         gateway = None
         server = settings.server
@@ -190,7 +178,10 @@ def build_app(
         message = str(exc.detail)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /docs"
-        return error_response(RefereeError(kind, message))
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{request.method} is not allowed here; allowed: {allowed}"
+        return error_response(RefereeError(kind, message), headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -199,4 +190,5 @@ def build_app(
             RefereeError(ErrorKind.INTERNAL, f"internal error ({type(exc).__name__}); see logs")
         )
 
+    app.add_middleware(AnswerUnexpectedErrors)  # a 500 must not cost the client its connection
     return app

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from referee.engine import PipelineInfo, RewardEngine
 from referee.errors import HTTP_STATUS, ErrorKind, RefereeError, from_validation_error
-from referee.gateway import check_api_key, parse_json, read_body, server_limits
+from referee.gateway import check_api_key, parse_json, read_body, require_json, server_limits
 from referee.metrics import CONTENT_TYPE_LATEST, Metrics
 from referee_client.schema import ErrorBody, RewardRequest, RewardResponse, ServerLimits
 
@@ -54,6 +54,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def score_rewards(request: Request) -> Response:
     """Score rollouts with a pipeline: one result per item, in request order."""
     engine = _engine(request)
+    require_json(request)
     body = await read_body(request, engine.settings.server.max_request_bytes)
     payload = parse_json(body)
     named = payload.get("pipeline", "default")

@@ -6,8 +6,13 @@ OpenRLHF (``openrlhf/utils/remote_rm_utils.py``) POSTs ``{"query": [...], "promp
 reads ``rewards`` (advantages), ``scores`` (dynamic filtering; it falls back to rewards) and
 ``extra_logs`` from the JSON answer. It merges the answers of its workers with
 ``rewards_info[0]["extra_logs"].keys()`` and turns each list into a tensor, so the keys
-are a fixed set per pipeline (``referee/<component>`` for every component, and
-``referee/error``) and every value is a number (0.0 where an item has no such component).
+are a fixed set per pipeline (``referee/<component>`` for every component, and the outcome
+flags ``referee/error``, ``referee/failed``, ``referee/retryable``, ``referee/invalid``) and
+every value is a number (0.0 where an item has no such component).
+
+OpenRLHF needs a number for every item, so an item that was not scored (outcome ``failed``
+or ``invalid``) gets ``error_reward`` (finite; 0.0 by default) in ``rewards`` and ``scores``;
+the flags say which numbers are such placeholders, for a trainer that masks them.
 
 The response is the query minus its prompt. A query that does not start with its prompt
 (a tokenizer that does not round-trip the prompt) is scored whole, logged, and counted in
@@ -27,18 +32,47 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from referee.engine import RewardEngine
-from referee.errors import ErrorKind, RefereeError, from_validation_error
-from referee.gateway import check_api_key, parse_json, read_body
+from referee.errors import HTTP_STATUS, ErrorKind, RefereeError, from_validation_error
+from referee.gateway import check_api_key, parse_json, read_body, require_json
 from referee_client._core import combine, plan_chunks
-from referee_client.schema import RewardItem, RewardRequest, RewardResponse
+from referee_client.schema import ErrorBody, RewardItem, RewardRequest, RewardResponse
 
-__all__ = ["DEFAULT_STRIP", "router"]
+__all__ = ["DEFAULT_STRIP", "OpenRLHFRequest", "OpenRLHFResponse", "router"]
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+
+
+class OpenRLHFRequest(BaseModel):
+    """What OpenRLHF posts (extra keys are ignored)."""
+
+    query: list[str] = Field(
+        min_length=1, description="Prompt + response, decoded together, one per rollout."
+    )
+    prompts: list[Any] | None = Field(
+        default=None,
+        description="The prompt of each query (same length as `query`); a string prompt is "
+        "cut off the front of its query, and rollouts of one prompt share a group.",
+    )
+    labels: list[Any] | None = Field(
+        default=None,
+        description="The reference of each query (same length as `query`): a string, a "
+        "number, or JSON (sent as its text).",
+    )
+
+
+class OpenRLHFResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, list[float]]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in sorted(set(HTTP_STATUS.values()))
+}
 
 # End-of-sequence tokens OpenRLHF's decoded queries commonly end with.
 DEFAULT_STRIP = ("</s>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>")
@@ -139,11 +173,27 @@ def openrlhf_body(
     rewards = value(None, error_reward)
     logs = {f"referee/{name}": value(name, 0.0) for name in components}
     logs["referee/error"] = [0.0 if r.error is None else 1.0 for r in response.results]
+    logs["referee/failed"] = [float(r.outcome == "failed") for r in response.results]
+    logs["referee/retryable"] = [float(r.retryable) for r in response.results]
+    logs["referee/invalid"] = [float(r.outcome == "invalid") for r in response.results]
     scores = rewards if score_component is None else value(score_component, error_reward)
     return {"rewards": rewards, "scores": scores, "extra_logs": logs}
 
 
-@router.post("/openrlhf/{pipeline}", tags=["compat"])
+@router.post(
+    "/openrlhf/{pipeline}",
+    tags=["compat"],
+    response_model=OpenRLHFResponse,
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/OpenRLHFRequest"}}
+            },
+        }
+    },
+)
 async def openrlhf_rewards(
     pipeline: str,
     request: Request,
@@ -152,7 +202,14 @@ async def openrlhf_rewards(
         list[str] | None,
         Query(description="Suffixes cut from responses; default: common EOS tokens."),
     ] = None,
-    error_reward: Annotated[float, Query(description="Reward of an item that failed.")] = 0.0,
+    error_reward: Annotated[
+        float,
+        Query(
+            allow_inf_nan=False,
+            description="The number sent for an item that was not scored (failed or "
+            "invalid): a finite number; `extra_logs` flags such items.",
+        ),
+    ] = 0.0,
     score_component: Annotated[
         str | None,
         Query(
@@ -173,11 +230,12 @@ async def openrlhf_rewards(
     request.state.pipeline = pipeline
     if score_component is not None and score_component not in info.components:
         raise RefereeError(
-            ErrorKind.BAD_REQUEST,
+            ErrorKind.INVALID_REQUEST,
             f"pipeline {pipeline!r} has no component {score_component!r}; it has: "
             + ", ".join(info.components),
             param="score_component",
         )
+    require_json(request)
     payload = parse_json(await read_body(request, engine.settings.server.max_request_bytes))
     items, mismatched = build_request(
         payload, pipeline, DEFAULT_STRIP if strip is None else tuple(strip)

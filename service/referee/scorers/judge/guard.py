@@ -1,7 +1,9 @@
 """The judge guard: catches responses that carry no answer but are known to fool LLM
-judges (empty, lone punctuation, bare reasoning openers, echoes of the judge's own
-verdict format, the question repeated back, text addressed to the judge, role and
-end-of-turn tokens) before the judge is called. The rules live in one data file,
+judges before the judge is called: empty or punctuation only, text addressed to the judge,
+role and end-of-turn tokens, the question repeated back, and (``content_free``) anything
+with nothing answer-like left once openers, labels, markup, verdict echoes and affirmations
+are taken away (:mod:`._content`: decided by construction, so new combinations and other
+languages of the same word classes are caught too). The rules live in one data file,
 ``guard_rules.yaml``; a scorer may add a file of its own and turn shipped rules off.
 """
 
@@ -15,10 +17,13 @@ from pathlib import Path
 import regex
 import yaml
 
+from referee.scorers._cpu_limit import CpuBudgetSpent, VerifierStarved, cpu_limited
+from referee.scorers.judge._content import ContentCheck, Vocabulary
+
 __all__ = ["GuardRule", "JudgeGuard", "load_rules"]
 
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"), " ")
-_MATCHES = ("empty", "full", "search", "echo")
+_MATCHES = ("empty", "full", "search", "echo", "content_free")
 
 
 @dataclass(frozen=True)
@@ -27,19 +32,31 @@ class GuardRule:
     match: str
     patterns: tuple[regex.Pattern[str], ...] = ()
     min_share: float = 0.9
+    content: ContentCheck | None = None
 
     def hits(self, response: str, prompt: str) -> bool:
         text = response.translate(_ZERO_WIDTH).strip()
         if self.match == "empty":
             return not text
+        if self.match == "content_free":
+            assert self.content is not None
+            return bool(text) and self.content.content_free(text, prompt)
+        # Patterns from rule files may backtrack: bounded by this check's own CPU time.
         if self.match == "full":
-            return any(p.fullmatch(text, timeout=1.0) for p in self.patterns)
+            return any(_limited(p.fullmatch, text) for p in self.patterns)
         if self.match == "search":
-            return any(p.search(response, timeout=1.0) for p in self.patterns)
+            return any(_limited(p.search, response) for p in self.patterns)
         said, asked = _words(text), _words(prompt)
         if not said or not asked:
             return False
         return said in asked and len(said) >= self.min_share * len(asked)
+
+
+def _limited(match: object, text: str) -> bool:
+    try:
+        return cpu_limited(lambda t: match(text, timeout=t), 1.0) is not None  # type: ignore[operator]
+    except (CpuBudgetSpent, VerifierStarved):
+        return False  # cannot tell: the judge decides
 
 
 def _words(text: str) -> str:
@@ -68,8 +85,16 @@ def load_rules(path: Path | None = None) -> list[GuardRule]:
             raise ValueError(f"{where}: rules[{i}] ({raw['name']}): {exc}") from None
         if raw["match"] in ("full", "search") and not patterns:
             raise ValueError(f"{where}: rules[{i}] ({raw['name']}): needs patterns")
+        content = None
+        if raw["match"] == "content_free":
+            vocabulary = raw.get("vocabulary")
+            if not isinstance(vocabulary, dict):
+                raise ValueError(f"{where}: rules[{i}] ({raw['name']}): needs a vocabulary")
+            content = ContentCheck(Vocabulary.from_mapping(vocabulary))
         rules.append(
-            GuardRule(str(raw["name"]), raw["match"], patterns, float(raw.get("min_share", 0.9)))
+            GuardRule(
+                str(raw["name"]), raw["match"], patterns, float(raw.get("min_share", 0.9)), content
+            )
         )
     return rules
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import regex
 
+from referee.scorers._cpu_limit import CpuBudgetSpent, VerifierStarved, cpu_limited
 from referee.scorers.base import (
     ScoreInput,
     Scorer,
@@ -20,6 +21,7 @@ from referee.scorers.base import (
     deadline_passed,
     past_deadline_result,
 )
+from referee.scorers.judge._content import PROCEDURE_VERSION
 from referee.scorers.judge.backends import make_backend
 from referee.scorers.judge.guard import JudgeGuard
 from referee.scorers.judge.options import JudgeOptions
@@ -94,7 +96,14 @@ class JudgeScorer(Scorer):
         rules = (
             canonical_json(
                 [
-                    (r.name, r.match, [p.pattern for p in r.patterns], r.min_share)
+                    (
+                        r.name,
+                        r.match,
+                        [p.pattern for p in r.patterns],
+                        r.min_share,
+                        r.content.v.describe() if r.content else None,
+                        PROCEDURE_VERSION,
+                    )
                     for r in self.guard.rules
                 ]
             )
@@ -250,7 +259,10 @@ def _ranking_reader(pattern: regex.Pattern[str], n: int) -> Reader:
     """A ranking of all n responses, each once ("2 > 1 > 3"), or None."""
 
     def read(text: str) -> list[int] | None:
-        found = list(pattern.finditer(text, timeout=1.0))
+        try:
+            found = cpu_limited(lambda t: list(pattern.finditer(text, timeout=t)), 1.0)
+        except (CpuBudgetSpent, VerifierStarved):
+            return None  # no verdict read: the item fails (judge_parse_error), no reward
         if not found:
             return None
         ranking = [int(x) for x in regex.findall(r"\d+", found[-1].group(1))]

@@ -19,6 +19,7 @@ import jinja2
 import jinja2.sandbox
 import regex
 
+from referee.scorers._cpu_limit import CpuBudgetSpent, VerifierStarved, cpu_limited
 from referee.scorers.judge.options import FewShot, JudgeOptions
 
 __all__ = ["Chat", "JudgePrompt", "Verdicts"]
@@ -112,7 +113,11 @@ class Verdicts:
 
     def find(self, generated: str) -> str | None:
         """The last match of the verdict pattern in generated text (group 1)."""
-        found = list(self.pattern.finditer(generated, timeout=1.0))
+        pattern = self.pattern
+        try:
+            found = cpu_limited(lambda t: list(pattern.finditer(generated, timeout=t)), 1.0)
+        except (CpuBudgetSpent, VerifierStarved):
+            return None  # no verdict read: the item fails (judge_parse_error), no reward
         return found[-1].group(1) if found else None
 
 

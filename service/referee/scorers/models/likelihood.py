@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 import regex
 from pydantic import Field, model_validator
 
+from referee.scorers._cpu_limit import CpuBudgetSpent, VerifierStarved, cpu_limited
 from referee.scorers.base import ScoreInput, ScoreResult
 from referee.scorers.models._hf import LoadedModel, ModelOptions
 from referee.scorers.models._model import Encoded, ItemRejected, ModelScorer, Seq
@@ -112,7 +113,12 @@ class LikelihoodScorer(ModelScorer):
     def _answer_tokens(
         self, response: str, offsets: list[tuple[int, int]]
     ) -> tuple[int, int] | None:
-        matches = list(self._pattern.finditer(response, timeout=1.0))
+        pattern = self._pattern
+        try:
+            matches = cpu_limited(lambda t: list(pattern.finditer(response, timeout=t)), 1.0)
+        except (CpuBudgetSpent, VerifierStarved) as exc:
+            kind = "verifier_timeout" if isinstance(exc, CpuBudgetSpent) else "overloaded"
+            raise ItemRejected(f"answer_pattern {exc}", kind) from None
         if not matches:
             return None
         last = matches[-1]

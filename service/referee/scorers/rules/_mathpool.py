@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class Outcome(Generic[RepT]):
     status: Literal["ok", "timeout", "crashed", "error"]
     reply: RepT | None = None
     detail: str = ""
+    cpu_s: float | None = None  # on a timeout: the CPU time the worker spent on the call
 
 
 def _serve(
@@ -181,12 +183,15 @@ class WorkerPool(Generic[CtxT, ReqT, RepT]):
                 break
             self._replace(worker)
             worker = await self._take()
+        before = _cpu_seconds(worker.process.pid)
         try:
             worker.conn.send(request)
             message = await _receive(worker.conn, deadline_s)
         except asyncio.TimeoutError:
+            after = _cpu_seconds(worker.process.pid)
+            used = None if before is None or after is None else after - before
             self._replace(worker)
-            return Outcome("timeout")
+            return Outcome("timeout", cpu_s=used)
         except (EOFError, OSError):
             self._replace(worker)
             await asyncio.to_thread(worker.process.join, 1.0)
@@ -308,3 +313,14 @@ def _stop(workers: list[_Worker]) -> None:
             worker.process.kill()
             worker.process.join(1.0)
         worker.conn.close()
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """The user + system CPU time a live process has used (Linux ``/proc``), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (OSError, TypeError):
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -14,8 +14,9 @@ The value is ``reward_ok`` or ``reward_bad``; a bad response carries a reason.
 
 ``think_answer`` and ``json`` read the whole response in linear time (string searches, no
 backtracking). ``pattern`` runs on the ``regex`` engine, which releases the GIL while
-matching, with a deadline of ``regex_timeout_s``: past it the item gets ``reward_bad``
-with reason ``regex timed out after …s`` and is not cached.
+matching, with a budget of ``regex_timeout_s`` seconds of its own CPU time (a busy server
+cannot trip it; see :mod:`referee.scorers._cpu_limit`): a match that spends it, or cannot
+get it in time, leaves the item ``failed`` and retryable, never ``reward_bad``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from typing import Any, Literal
 import regex
 from pydantic import ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
+from referee.scorers._cpu_limit import (
+    CpuBudgetSpent,
+    VerifierStarved,
+    cpu_limited,
+    limit_failure,
+)
 from referee.scorers.base import ScoreInput, ScoreResult, ScorerOptions, SyncScorer
 
 __all__ = ["FormatScorer"]
@@ -67,6 +74,7 @@ class FormatScorer(SyncScorer):
         dotall: bool = True
         """`.` matches newlines too."""
         regex_timeout_s: FiniteFloat = Field(default=0.5, gt=0)
+        """CPU seconds one match may spend (a busy server does not count against it)."""
         """Deadline of the ``pattern`` match on one response."""
         json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
         """A JSON Schema (any draft; ``$schema`` picks it, else the latest)."""
@@ -148,9 +156,8 @@ class FormatScorer(SyncScorer):
         elif self.opts.mode == "regex":
             try:
                 problem = self._regex_problem(item.response)
-            except TimeoutError:
-                reason = f"regex timed out after {self.opts.regex_timeout_s:g}s"
-                return ScoreResult(value=self.opts.reward_bad, reason=reason, cacheable=False)
+            except (CpuBudgetSpent, VerifierStarved) as exc:
+                return limit_failure(exc, "the `pattern` check")
         else:
             problem = self._json_problem(item.response)
         if problem is None:
@@ -178,11 +185,11 @@ class FormatScorer(SyncScorer):
 
     def _regex_problem(self, text: str) -> str | None:
         assert self._pattern is not None
-        timeout = self.opts.regex_timeout_s
+        pattern, budget = self._pattern, self.opts.regex_timeout_s
         if self.opts.regex_match == "fullmatch":
-            found = self._pattern.fullmatch(text, timeout=timeout)
+            found = cpu_limited(lambda wall: pattern.fullmatch(text, timeout=wall), budget)
             return None if found else "response does not match `pattern`"
-        found = self._pattern.search(text, timeout=timeout)
+        found = cpu_limited(lambda wall: pattern.search(text, timeout=wall), budget)
         return None if found else "`pattern` not found in response"
 
     def _json_problem(self, text: str) -> str | None:

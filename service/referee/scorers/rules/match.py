@@ -16,8 +16,9 @@ Bounded work, since responses and references come from clients:
 - only the last ``max_chars`` characters of the response are examined (answers come
   last); the reason says so when the response was longer;
 - patterns run on the ``regex`` engine, which releases the GIL while matching, with a
-  deadline of ``regex_timeout_s``: a match past it gives ``reward_miss`` with reason
-  ``regex timed out after …s``, not cached;
+  budget of ``regex_timeout_s`` seconds of CPU time (not wall time: a busy server cannot
+  trip it, see :mod:`referee.scorers._cpu_limit`); a match that spends it, or cannot get it in time,
+  leaves the item ``failed`` and retryable, never ``reward_miss``;
 - a ``reference`` used as a pattern is refused (``invalid_reference``) when longer than
   ``max_reference_pattern_chars``, when it does not compile, or when preparing it would
   stall the server outside the timeout: counted repeats that unroll past
@@ -35,6 +36,12 @@ from typing import Any, Literal
 import regex
 from pydantic import Field, FiniteFloat, field_validator, model_validator
 
+from referee.scorers._cpu_limit import (
+    CpuBudgetSpent,
+    VerifierStarved,
+    cpu_limited,
+    limit_failure,
+)
 from referee.scorers.base import ScoreInput, ScoreResult, ScorerOptions, SyncScorer
 
 __all__ = ["MatchScorer", "normalize_answer", "unbox"]
@@ -195,7 +202,8 @@ class MatchScorer(SyncScorer):
         max_chars: int | None = Field(default=20_000, gt=0)
         """Only the last ``max_chars`` characters of the response are examined (null: all)."""
         regex_timeout_s: FiniteFloat = Field(default=0.5, gt=0)
-        """Deadline of each regex match (``extract``, ``pattern`` or the reference)."""
+        """CPU seconds each regex match (``extract``, ``pattern`` or the reference) may
+        spend; a busy server does not count against it."""
         max_reference_pattern_chars: int = Field(default=1000, gt=0)
         """The longest ``reference`` accepted as a pattern in ``regex`` mode."""
 
@@ -272,14 +280,16 @@ class MatchScorer(SyncScorer):
             text = text[-opts.max_chars :]
         try:
             if self._extract is not None:
-                found = self._extract.findall(text, timeout=opts.regex_timeout_s)
+                extract, whole = self._extract, text
+                found = cpu_limited(
+                    lambda wall: extract.findall(whole, timeout=wall), opts.regex_timeout_s
+                )
                 if not found:
                     return self._result(False, "nothing extracted", note)
                 text = found[-1]
             ok = self._matches(text, target, pattern)
-        except TimeoutError:
-            reason = f"regex timed out after {opts.regex_timeout_s:g}s"
-            return ScoreResult(value=opts.reward_miss, reason=reason, cacheable=False)
+        except (CpuBudgetSpent, VerifierStarved) as exc:
+            return limit_failure(exc, "the regex check")
         return self._result(ok, None, note)
 
     def _reference_pattern(self, reference: str) -> Any:
@@ -300,10 +310,10 @@ class MatchScorer(SyncScorer):
                 target, strip_latex=strip
             )
         if mode == "regex":
-            timeout = self.opts.regex_timeout_s
+            budget = self.opts.regex_timeout_s
             if self.opts.regex_match == "fullmatch":
-                return pattern.fullmatch(text, timeout=timeout) is not None
-            return pattern.search(text, timeout=timeout) is not None
+                return cpu_limited(lambda w: pattern.fullmatch(text, timeout=w), budget) is not None
+            return cpu_limited(lambda w: pattern.search(text, timeout=w), budget) is not None
         if not self.opts.case_sensitive:
             text, target = text.casefold(), target.casefold()
         return text == target if mode == "exact" else target in text

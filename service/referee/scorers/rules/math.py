@@ -14,10 +14,12 @@ operator, no letter or digit) is refused as ``invalid_reference``, as is a refer
 which nothing can be extracted: compared as text, such a reference would score every
 answer wrong instead of saying that the gold answer is unusable.
 
-The checks run in worker processes (:mod:`referee.scorers.rules._mathpool`): math-verify's own
-timeouts use ``signal.alarm``, which needs a main thread, and a worker that still does not
-answer by ``timeout_s`` plus a grace is killed and replaced. A timed-out item gets
-``reward_timeout`` with reason ``timeout after …s`` and is not cached.
+The checks run in worker processes (:mod:`referee.scorers.rules._mathpool`), each item under
+a budget of ``timeout_s`` seconds of CPU time (a CPU-time timer, which a busy machine does not
+run down). A worker that does not answer by ``_WALL_FACTOR`` times that in wall time (stuck
+in C code, or starved of CPU) is killed and replaced. An item whose check spent its budget is
+``failed`` (``verifier_timeout``, retryable); one whose worker was starved is ``failed``
+(``overloaded``, retryable): never a reward, since no verdict was reached.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ import asyncio
 import itertools
 import os
 import re
-import time
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from pydantic import Field, FiniteFloat
+from pydantic import Field, FiniteFloat, field_validator
 
 from referee.scorers.base import (
     ScoreInput,
@@ -45,8 +47,9 @@ from referee.scorers.rules._mathpool import WorkerPool
 
 __all__ = ["Checked", "MathScorer", "check_answer"]
 
-# Beyond timeout_s: math-verify's alarm has whole seconds (the last call may overrun by
-# < 1 s) plus pipe and scheduling time.
+# The wall time a worker gets for an item, as a multiple of its CPU budget plus a grace for
+# pipe and scheduling time: a backstop for a check stuck where signals do not reach it.
+_WALL_FACTOR = 4.0
 _GRACE_S = 1.5
 # A reference "already in math mode": otherwise it is read as if wrapped in $…$.
 _DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")
@@ -83,19 +86,36 @@ class CheckSettings:
 
 
 def check_answer(settings: CheckSettings, request: tuple[str, str]) -> Checked:
-    """Compare ``(gold, response)``; runs on a worker's main thread (signal-based timeouts)."""
+    """Compare ``(gold, response)``; runs on a worker's main thread.
+
+    The item's budget is ``timeout_s`` seconds of this process's CPU time (``ITIMER_PROF``),
+    not wall time: a worker that waits for a core on a busy machine does not use it up, so
+    only an input that is really expensive to check times out. math-verify's own wall-clock
+    alarms are off.
+    """
+    import math_verify.grader
+    import math_verify.parser
+    from math_verify.errors import TimeoutException  # a BaseException: nothing swallows it
+
+    # Their warning says to provide a time limit of our own: the CPU timer below is it.
+    math_verify.grader.TIMEOUT_WARNING_SHOWN = math_verify.parser.TIMEOUT_WARNING_SHOWN = True
+
+    def spent(signum: int, frame: object) -> None:
+        raise TimeoutException("CPU budget spent")
+
+    previous = signal.signal(signal.SIGPROF, spent)
+    signal.setitimer(signal.ITIMER_PROF, settings.timeout_s)
+    try:
+        return _compare(settings, *request)
+    except TimeoutException:
+        return Checked("timeout")
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
+
+
+def _compare(settings: CheckSettings, gold: str, response: str) -> Checked:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-    from math_verify.errors import TimeoutException
-
-    gold, response = request
-    started = time.monotonic()
-
-    def budget() -> int:
-        """Seconds left for the next math-verify call (its alarm takes whole seconds)."""
-        left = settings.timeout_s - (time.monotonic() - started)
-        if left <= 0:
-            raise TimeoutException("item budget spent")
-        return max(1, int(left))
 
     def parse_or_empty(text: str, config: Sequence[object], mode: str) -> list[object]:
         try:
@@ -103,7 +123,7 @@ def check_answer(settings: CheckSettings, request: tuple[str, str]) -> Checked:
                 text,
                 extraction_config=config,
                 extraction_mode=mode,
-                parsing_timeout=budget(),
+                parsing_timeout=None,  # the CPU timer bounds it
                 raise_on_error=True,
             )
         except Exception:
@@ -112,41 +132,35 @@ def check_answer(settings: CheckSettings, request: tuple[str, str]) -> Checked:
 
     gold_config = [LatexExtractionConfig(), ExprExtractionConfig()]
     pred_config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    try:
-        golds, problem = _read_reference(
-            gold, lambda text: parse_or_empty(text, gold_config, "any_match")
-        )
-        if not golds:
-            return Checked("bad_reference", problem=problem)
-        textual = all(isinstance(g, str) for g in golds)
-        reference_text = str(golds[0]) if textual else None
-        preds = parse_or_empty(response, pred_config, "first_match")
-        if not preds:
-            return Checked("no_answer")
-        answer = next((p for p in preds if isinstance(p, str)), "")
-        timed_out = False
-        # A text-only gold meets math-verify's own string comparison here: verify() compares
-        # two strings by equality after strip(), and a string with an expression never.
-        for g, p in itertools.product(golds, preds):
-            try:
-                if verify(
-                    g,
-                    p,
-                    float_rounding=settings.float_rounding,
-                    numeric_precision=settings.numeric_precision,
-                    strict=settings.strict,
-                    allow_set_relation_comp=settings.allow_set_relation_comp,
-                    timeout_seconds=budget(),
-                    raise_on_error=True,
-                ):
-                    return Checked("correct", answer, reference_text)
-            except TimeoutException:
-                timed_out = True
-            except Exception:  # a comparison sympy cannot do: try the next pair
-                continue
-    except TimeoutException:
-        return Checked("timeout")
-    return Checked("timeout") if timed_out else Checked("wrong", answer, reference_text)
+    golds, problem = _read_reference(
+        gold, lambda text: parse_or_empty(text, gold_config, "any_match")
+    )
+    if not golds:
+        return Checked("bad_reference", problem=problem)
+    textual = all(isinstance(g, str) for g in golds)
+    reference_text = str(golds[0]) if textual else None
+    preds = parse_or_empty(response, pred_config, "first_match")
+    if not preds:
+        return Checked("no_answer")
+    answer = next((p for p in preds if isinstance(p, str)), "")
+    # A text-only gold meets math-verify's own string comparison here: verify() compares
+    # two strings by equality after strip(), and a string with an expression never.
+    for g, p in itertools.product(golds, preds):
+        try:
+            if verify(
+                g,
+                p,
+                float_rounding=settings.float_rounding,
+                numeric_precision=settings.numeric_precision,
+                strict=settings.strict,
+                allow_set_relation_comp=settings.allow_set_relation_comp,
+                timeout_seconds=None,
+                raise_on_error=True,
+            ):
+                return Checked("correct", answer, reference_text)
+        except Exception:  # a comparison sympy cannot do: try the next pair
+            continue
+    return Checked("wrong", answer, reference_text)
 
 
 def _read_reference(
@@ -195,21 +209,37 @@ def _broken_text(text: str) -> str | None:
 
 class MathScorer(Scorer):
     kind = "math"
-    implementation_version = "2"  # 2: text-only references compared as text
+    implementation_version = "3"  # 2: text-only references as text; 3: CPU-time budgets
     libraries = ("math-verify", "latex2sympy2_extended", "sympy", "antlr4-python3-runtime")
     reads = ("response", "reference")
 
     class Options(ScorerOptions):
         timeout_s: float = Field(default=5.0, gt=0, le=600)
-        """Per-item budget; math-verify's timeouts inside the worker are set from it."""
+        """Per-item budget in CPU seconds of the worker (a busy machine does not count)."""
         workers: int | None = Field(default=None, ge=1)
         """Worker processes; None = min(4, CPU count)."""
         reward_correct: FiniteFloat = 1.0
         """The value when the answer is equivalent to `reference`."""
         reward_wrong: FiniteFloat = 0.0
         """The value when it is not (or no answer is found)."""
-        reward_timeout: FiniteFloat = 0.0
-        """The value when the check ran out of time (with a reason in `info`)."""
+        reward_timeout: None = Field(
+            default=None,
+            description="Removed: a check that runs out of time is now a failed, retryable "
+            "item (no reward), not a number that looks like a verdict.",
+            exclude=True,
+        )
+
+        @field_validator("reward_timeout", mode="before")
+        @classmethod
+        def _removed(cls, value: object) -> None:
+            if value is not None:
+                raise ValueError(
+                    "reward_timeout was removed: a math check that runs out of time is now a "
+                    "failed, retryable item with no reward (see docs/concepts/outcomes.md); "
+                    "delete this option"
+                )
+            return None
+
         float_rounding: int = Field(default=6, ge=0)
         """Decimal places floats are rounded to before comparing (math-verify)."""
         numeric_precision: int = Field(default=15, ge=1)
@@ -268,19 +298,31 @@ class MathScorer(Scorer):
             response = response[-opts.max_response_chars :]
         if deadline_passed():  # checked after waiting for a worker, before using one
             return past_deadline_result()
-        outcome = await self._pool.call((item.reference, response), opts.timeout_s + _GRACE_S)
+        wall = opts.timeout_s * _WALL_FACTOR + _GRACE_S
+        outcome = await self._pool.call((item.reference, response), wall)
         if outcome.status == "crashed":
             return ScoreResult.failed(
-                f"the math worker crashed ({outcome.detail}); it was restarted"
+                f"the math worker crashed ({outcome.detail}); it was restarted", "worker_crashed"
             )
         if outcome.status == "error":
             return ScoreResult.failed(f"the math check failed: {outcome.detail}")
-        reply = outcome.reply if outcome.reply is not None else Checked("timeout")
+        if outcome.status == "timeout":  # the wall backstop killed the worker
+            used = outcome.cpu_s
+            if used is not None and used < opts.timeout_s:
+                return ScoreResult.failed(
+                    f"the math check got {used:.2f}s of CPU in {wall:g}s (budget "
+                    f"{opts.timeout_s:g}s): the server was too busy to finish it", "overloaded",
+                )  # fmt: skip
+            return ScoreResult.failed(
+                f"the math check did not finish within {wall:g}s (stuck past its CPU budget "
+                f"of {opts.timeout_s:g}s)", "verifier_timeout",
+            )  # fmt: skip
+        assert outcome.reply is not None
+        reply = outcome.reply
         if reply.verdict == "timeout":
-            return ScoreResult(
-                value=opts.reward_timeout,
-                reason=_join(f"timeout after {opts.timeout_s:g}s", notes),
-                cacheable=False,
+            return ScoreResult.failed(
+                _join(f"the math check spent its CPU budget of {opts.timeout_s:g}s", notes),
+                "verifier_timeout",
             )
         if reply.verdict == "bad_reference":
             return ScoreResult.failed(
