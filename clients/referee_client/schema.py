@@ -30,6 +30,7 @@ __all__ = [
 
 MAX_ID_LENGTH = 256
 MAX_REFERENCE_REWARDS = 1024
+MAX_GROUP_SIZE = 4096
 
 
 class _Strict(BaseModel):
@@ -130,6 +131,14 @@ class RewardOptions(_Strict):
         f"source is `request` (at most {MAX_REFERENCE_REWARDS} per group); an item's own "
         "`reference_rewards` take precedence.",
     )
+    group_size: int | None = Field(
+        default=None, ge=1, le=MAX_GROUP_SIZE,
+        description="Items per `group` when a group's items are sent over several requests "
+        "(one rollout per request): the server holds them until the group is whole (or "
+        "its group timeout passes), scores them together and answers each request with its "
+        "own items. Default: the pipeline's `group_size`; only pipelines with group steps "
+        "use it.",
+    )  # fmt: skip
 
     @field_validator("group_reference_rewards")
     @classmethod

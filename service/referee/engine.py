@@ -24,13 +24,17 @@ from referee.cache import Breaker, MemoryCache, NullCache, ScoreCache, cache_key
 from referee.cache.redis import RedisCache
 from referee.config import Settings, scorer_refs
 from referee.errors import ErrorKind, RefereeError
+from referee.groups import GroupAssembler, partial_groups
 from referee.metrics import Metrics
 from referee.monitors import PipelineMonitor, ensemble_members
 from referee.pipeline import EvalState, LeafScore, PipelineEvaluator
+from referee.pipeline.nodes import has_group_steps
 from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
 from referee.scorers.base import canonical_json
 from referee_client.schema import (
     ItemError,
+    RewardItem,
+    RewardOptions,
     RewardRequest,
     RewardResponse,
     RewardResult,
@@ -165,6 +169,8 @@ class PipelineInfo:
     tree: dict[str, object]
     reads_peers: bool = False  # a scorer compares each item with the rest of its group
     components: tuple[str, ...] = ()  # every name a result's `components` can hold
+    needs_groups: bool = False  # group steps: a group's items must be scored together
+    group_size: int | None = None  # the default expected group size (group assembly)
 
 
 class RewardEngine:
@@ -198,6 +204,7 @@ class RewardEngine:
             self.pipelines[pname] = PipelineInfo(
                 pname, pcfg.description, f"sha256:{digest[:16]}", used, tree, peers,
                 tuple(dict.fromkeys(evaluator.names.values())),
+                peers or has_group_steps(pcfg.reward), pcfg.group_size,
             )  # fmt: skip
             self._evaluators[pname] = evaluator
             self.monitors[pname] = PipelineMonitor(
@@ -206,6 +213,11 @@ class RewardEngine:
                 settings.server.monitor_window,
             )
         self.runners: dict[str, ScorerRunner] = {}
+        groups = settings.groups
+        self.groups = GroupAssembler(
+            self._score_group, timeout_s=groups.timeout_s, on_timeout=groups.on_timeout,
+            max_pending_items=groups.max_pending_items, metrics=self.metrics,
+        )  # fmt: skip
         self._redis: Redis | None = None
         self._breaker: Breaker | None = None
         self._redis_warmed = False
@@ -305,6 +317,7 @@ class RewardEngine:
         self._draining = True
         self._abort.set()
         self._ready = False
+        await self.groups.close()
         await asyncio.gather(*(r.batcher.stop(grace_s) for r in self.runners.values()))
         await asyncio.gather(*(r.shared.drain() for r in self.runners.values() if r.shared))
         if self._redis is not None:
@@ -377,7 +390,7 @@ class RewardEngine:
         asked = request.options.timeout_s
         timeout = min(asked, server_limit) if asked is not None else server_limit
         deadline = time.monotonic() + timeout
-        work = asyncio.ensure_future(self._score(info, request, deadline))
+        work = asyncio.ensure_future(self._score_assembled(info, request, deadline))
         abort = asyncio.ensure_future(self._abort.wait())
         try:
             await asyncio.wait({work, abort}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -399,6 +412,60 @@ class RewardEngine:
             "so a retry is cheaper",
             param="options.timeout_s",
         )
+
+    async def _score_assembled(
+        self, info: PipelineInfo, request: RewardRequest, deadline: float
+    ) -> RewardResponse:
+        """Score a request whose groups may be partial: with a group size, a pipeline with
+        group steps scores a group only once all its items are here (groups.py)."""
+        size = request.options.group_size or info.group_size
+        if not info.needs_groups or size is None or size < 2:
+            return await self._score(info, request, deadline)
+        if size > self.settings.groups.max_group_size:
+            raise RefereeError(
+                ErrorKind.INVALID_REQUEST,
+                f"group_size {size} is over the server's groups.max_group_size "
+                f"({self.settings.groups.max_group_size})",
+                param="options.group_size",
+            )
+        direct, parts = partial_groups(request.items, size)
+        if not parts:  # every group is whole in this request
+            return await self._score(info, request, deadline)
+        answers = self.groups.submit(
+            info.name, {g: [request.items[i] for i in idx] for g, idx in parts.items()},
+            size, deadline, request.options.group_reference_rewards,
+        )  # fmt: skip
+        results: list[RewardResult | None] = [None] * len(request.items)
+        if direct:
+            own = request.model_copy(update={"items": [request.items[i] for i in direct]})
+            for i, result in zip(direct, (await self._score(info, own, deadline)).results,
+                                 strict=True):  # fmt: skip
+                results[i] = result
+        for indices, answer in zip(parts.values(), answers, strict=True):
+            # Shielded: a request that gives up must not cancel its group's answer.
+            for i, result in zip(indices, await asyncio.shield(answer), strict=True):
+                results[i] = result
+        done = [r for r in results if r is not None]
+        assert len(done) == len(results), "group assembly lost an item"
+        if not request.options.return_components:
+            done = [r.model_copy(update={"components": None}) for r in done]
+        return RewardResponse(
+            pipeline=info.name, pipeline_version=info.version, results=done,
+            usage=Usage(items=len(done), cache_hits=sum(r.cached for r in done),
+                        errors=sum(r.error is not None for r in done)),
+        )  # fmt: skip
+
+    async def _score_group(
+        self, pipeline: str, items: list[RewardItem], references: list[float] | None,
+        deadline: float,
+    ) -> list[RewardResult]:  # fmt: skip
+        """One assembled group, scored as one request."""
+        group = items[0].group or ""
+        options = RewardOptions(
+            group_reference_rewards={group: references} if references is not None else None
+        )
+        request = RewardRequest(pipeline=pipeline, items=items, options=options)
+        return (await self._score(self.pipeline(pipeline), request, deadline)).results
 
     async def _score(
         self, info: PipelineInfo, request: RewardRequest, deadline: float

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18referee/v1/referee.proto\x12\nreferee.v1\x1a\x1cgoogle/protobuf/struct.proto\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x8d\x02\n\nRewardItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x06prompt\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08response\x18\x03 \x01(\tH\x01\x88\x01\x01\x12%\n\x08messages\x18\x04 \x03(\x0b\x32\x13.referee.v1.Message\x12\x16\n\treference\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x12\n\x05group\x18\x06 \x01(\tH\x03\x88\x01\x01\x12\x19\n\x11reference_rewards\x18\x07 \x03(\x01\x12)\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\t\n\x07_promptB\x0b\n\t_responseB\x0c\n\n_referenceB\x08\n\x06_group\"\x1c\n\nDoubleList\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x98\x02\n\rRewardOptions\x12\x1e\n\x11return_components\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x16\n\ttimeout_s\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12U\n\x17group_reference_rewards\x18\x03 \x03(\x0b\x32\x34.referee.v1.RewardOptions.GroupReferenceRewardsEntry\x1aT\n\x1aGroupReferenceRewardsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.referee.v1.DoubleList:\x02\x38\x01\x42\x14\n\x12_return_componentsB\x0c\n\n_timeout_s\"t\n\rRewardRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.referee.v1.RewardItem\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.referee.v1.RewardOptions\"*\n\tItemError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xfa\x02\n\x0cRewardResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x06reward\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12<\n\ncomponents\x18\x03 \x03(\x0b\x32(.referee.v1.RewardResult.ComponentsEntry\x12\r\n\x05steps\x18\x04 \x03(\x01\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\x12$\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.referee.v1.ItemError\x12\x30\n\x04info\x18\x07 \x03(\x0b\x32\".referee.v1.RewardResult.InfoEntry\x12\x11\n\ttruncated\x18\x08 \x01(\x08\x1aI\n\x0f\x43omponentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\x1a+\n\tInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07_reward\":\n\x05Usage\x12\r\n\x05items\x18\x01 \x01(\x03\x12\x12\n\ncache_hits\x18\x02 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x03\"\x89\x01\n\x0eRewardResponse\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\x18\n\x10pipeline_version\x18\x02 \x01(\t\x12)\n\x07results\x18\x03 \x03(\x0b\x32\x18.referee.v1.RewardResult\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.referee.v1.Usage\"J\n\x0b\x45rrorDetail\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\x05param\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_param\"\x0f\n\rLimitsRequest\"{\n\x0cServerLimits\x12\x1d\n\x15max_items_per_request\x18\x01 \x01(\x03\x12\x19\n\x11max_request_bytes\x18\x02 \x01(\x03\x12\x16\n\x0emax_text_chars\x18\x03 \x01(\x03\x12\x19\n\x11request_timeout_s\x18\x04 \x01(\x01\x32\xd5\x01\n\x07Referee\x12>\n\x05Score\x12\x19.referee.v1.RewardRequest\x1a\x1a.referee.v1.RewardResponse\x12H\n\x0bScoreStream\x12\x19.referee.v1.RewardRequest\x1a\x1a.referee.v1.RewardResponse(\x01\x30\x01\x12@\n\tGetLimits\x12\x19.referee.v1.LimitsRequest\x1a\x18.referee.v1.ServerLimitsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18referee/v1/referee.proto\x12\nreferee.v1\x1a\x1cgoogle/protobuf/struct.proto\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x8d\x02\n\nRewardItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x06prompt\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08response\x18\x03 \x01(\tH\x01\x88\x01\x01\x12%\n\x08messages\x18\x04 \x03(\x0b\x32\x13.referee.v1.Message\x12\x16\n\treference\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x12\n\x05group\x18\x06 \x01(\tH\x03\x88\x01\x01\x12\x19\n\x11reference_rewards\x18\x07 \x03(\x01\x12)\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\t\n\x07_promptB\x0b\n\t_responseB\x0c\n\n_referenceB\x08\n\x06_group\"\x1c\n\nDoubleList\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\xc0\x02\n\rRewardOptions\x12\x1e\n\x11return_components\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x16\n\ttimeout_s\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12U\n\x17group_reference_rewards\x18\x03 \x03(\x0b\x32\x34.referee.v1.RewardOptions.GroupReferenceRewardsEntry\x12\x17\n\ngroup_size\x18\x04 \x01(\rH\x02\x88\x01\x01\x1aT\n\x1aGroupReferenceRewardsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.referee.v1.DoubleList:\x02\x38\x01\x42\x14\n\x12_return_componentsB\x0c\n\n_timeout_sB\r\n\x0b_group_size\"t\n\rRewardRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.referee.v1.RewardItem\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.referee.v1.RewardOptions\"*\n\tItemError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xfa\x02\n\x0cRewardResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x06reward\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12<\n\ncomponents\x18\x03 \x03(\x0b\x32(.referee.v1.RewardResult.ComponentsEntry\x12\r\n\x05steps\x18\x04 \x03(\x01\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\x12$\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.referee.v1.ItemError\x12\x30\n\x04info\x18\x07 \x03(\x0b\x32\".referee.v1.RewardResult.InfoEntry\x12\x11\n\ttruncated\x18\x08 \x01(\x08\x1aI\n\x0f\x43omponentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\x1a+\n\tInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07_reward\":\n\x05Usage\x12\r\n\x05items\x18\x01 \x01(\x03\x12\x12\n\ncache_hits\x18\x02 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x03\"\x89\x01\n\x0eRewardResponse\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\x18\n\x10pipeline_version\x18\x02 \x01(\t\x12)\n\x07results\x18\x03 \x03(\x0b\x32\x18.referee.v1.RewardResult\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.referee.v1.Usage\"J\n\x0b\x45rrorDetail\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\x05param\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_param\"\x0f\n\rLimitsRequest\"{\n\x0cServerLimits\x12\x1d\n\x15max_items_per_request\x18\x01 \x01(\x03\x12\x19\n\x11max_request_bytes\x18\x02 \x01(\x03\x12\x16\n\x0emax_text_chars\x18\x03 \x01(\x03\x12\x19\n\x11request_timeout_s\x18\x04 \x01(\x01\x32\xd5\x01\n\x07Referee\x12>\n\x05Score\x12\x19.referee.v1.RewardRequest\x1a\x1a.referee.v1.RewardResponse\x12H\n\x0bScoreStream\x12\x19.referee.v1.RewardRequest\x1a\x1a.referee.v1.RewardResponse(\x01\x30\x01\x12@\n\tGetLimits\x12\x19.referee.v1.LimitsRequest\x1a\x18.referee.v1.ServerLimitsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,29 +45,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOUBLELIST']._serialized_start=384
   _globals['_DOUBLELIST']._serialized_end=412
   _globals['_REWARDOPTIONS']._serialized_start=415
-  _globals['_REWARDOPTIONS']._serialized_end=695
-  _globals['_REWARDOPTIONS_GROUPREFERENCEREWARDSENTRY']._serialized_start=575
-  _globals['_REWARDOPTIONS_GROUPREFERENCEREWARDSENTRY']._serialized_end=659
-  _globals['_REWARDREQUEST']._serialized_start=697
-  _globals['_REWARDREQUEST']._serialized_end=813
-  _globals['_ITEMERROR']._serialized_start=815
-  _globals['_ITEMERROR']._serialized_end=857
-  _globals['_REWARDRESULT']._serialized_start=860
-  _globals['_REWARDRESULT']._serialized_end=1238
-  _globals['_REWARDRESULT_COMPONENTSENTRY']._serialized_start=1109
-  _globals['_REWARDRESULT_COMPONENTSENTRY']._serialized_end=1182
-  _globals['_REWARDRESULT_INFOENTRY']._serialized_start=1184
-  _globals['_REWARDRESULT_INFOENTRY']._serialized_end=1227
-  _globals['_USAGE']._serialized_start=1240
-  _globals['_USAGE']._serialized_end=1298
-  _globals['_REWARDRESPONSE']._serialized_start=1301
-  _globals['_REWARDRESPONSE']._serialized_end=1438
-  _globals['_ERRORDETAIL']._serialized_start=1440
-  _globals['_ERRORDETAIL']._serialized_end=1514
-  _globals['_LIMITSREQUEST']._serialized_start=1516
-  _globals['_LIMITSREQUEST']._serialized_end=1531
-  _globals['_SERVERLIMITS']._serialized_start=1533
-  _globals['_SERVERLIMITS']._serialized_end=1656
-  _globals['_REFEREE']._serialized_start=1659
-  _globals['_REFEREE']._serialized_end=1872
+  _globals['_REWARDOPTIONS']._serialized_end=735
+  _globals['_REWARDOPTIONS_GROUPREFERENCEREWARDSENTRY']._serialized_start=600
+  _globals['_REWARDOPTIONS_GROUPREFERENCEREWARDSENTRY']._serialized_end=684
+  _globals['_REWARDREQUEST']._serialized_start=737
+  _globals['_REWARDREQUEST']._serialized_end=853
+  _globals['_ITEMERROR']._serialized_start=855
+  _globals['_ITEMERROR']._serialized_end=897
+  _globals['_REWARDRESULT']._serialized_start=900
+  _globals['_REWARDRESULT']._serialized_end=1278
+  _globals['_REWARDRESULT_COMPONENTSENTRY']._serialized_start=1149
+  _globals['_REWARDRESULT_COMPONENTSENTRY']._serialized_end=1222
+  _globals['_REWARDRESULT_INFOENTRY']._serialized_start=1224
+  _globals['_REWARDRESULT_INFOENTRY']._serialized_end=1267
+  _globals['_USAGE']._serialized_start=1280
+  _globals['_USAGE']._serialized_end=1338
+  _globals['_REWARDRESPONSE']._serialized_start=1341
+  _globals['_REWARDRESPONSE']._serialized_end=1478
+  _globals['_ERRORDETAIL']._serialized_start=1480
+  _globals['_ERRORDETAIL']._serialized_end=1554
+  _globals['_LIMITSREQUEST']._serialized_start=1556
+  _globals['_LIMITSREQUEST']._serialized_end=1571
+  _globals['_SERVERLIMITS']._serialized_start=1573
+  _globals['_SERVERLIMITS']._serialized_end=1696
+  _globals['_REFEREE']._serialized_start=1699
+  _globals['_REFEREE']._serialized_end=1912
 # @@protoc_insertion_point(module_scope)
