@@ -188,11 +188,12 @@ class ScorerConfig(_Section):
 class GroupSettings(_Section):
     """Group assembly: the items of a group sent over several requests (see groups.py)."""
 
-    timeout_s: float = Field(
-        default=60.0, gt=0, le=3600,
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=3600,
         description="How long the first item of a group waits for the rest; then the group "
-        "is answered as `on_timeout` says. Keep it under server.request_timeout_s and the "
-        "trainer's own HTTP timeout (OpenRLHF: 180 s).",
+        "is answered as `on_timeout` says. Must be under server.request_timeout_s (and the "
+        "trainer's own HTTP timeout: OpenRLHF 180 s). Default: half of "
+        "server.request_timeout_s, at most 60 s.",
     )  # fmt: skip
     on_timeout: Literal["score", "error"] = Field(
         default="score",
@@ -265,7 +266,9 @@ class Settings(_Section):
                     f"pipelines.{pname}.group_size: {pipeline.group_size} is over "
                     f"groups.max_group_size ({self.groups.max_group_size})"
                 )
-        if self.groups.timeout_s >= self.server.request_timeout_s:
+        if self.groups.timeout_s is None:
+            self.groups.timeout_s = min(60.0, self.server.request_timeout_s / 2)
+        elif self.groups.timeout_s >= self.server.request_timeout_s:
             raise ValueError(
                 f"groups.timeout_s ({self.groups.timeout_s:g}) must be under "
                 f"server.request_timeout_s ({self.server.request_timeout_s:g}), or a request "

@@ -215,7 +215,7 @@ class RewardEngine:
         self.runners: dict[str, ScorerRunner] = {}
         groups = settings.groups
         self.groups = GroupAssembler(
-            self._score_group, timeout_s=groups.timeout_s, on_timeout=groups.on_timeout,
+            self._score_group, timeout_s=groups.timeout_s or 60.0, on_timeout=groups.on_timeout,
             max_pending_items=groups.max_pending_items, metrics=self.metrics,
         )  # fmt: skip
         self._redis: Redis | None = None
