@@ -19,7 +19,8 @@ TRAINERS=(openrlhf==0.11.2 openrlhf==0.9.0 verl==0.9.1 verl==0.6.1 trl==1.16.0)
 DEPS=(pylatexenc==2.10 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 codetiming==1.4.0
       tensordict==0.10.0 pybind11==3.0.1 datasets==4.4.1 dill==0.4.0 multiprocess==0.70.18
       xxhash==3.6.0 pandas==2.3.3 fsspec==2025.10.0 hydra-core==1.3.2 jsonlines==4.0.0
-      pyvers==0.2.3 pytz==2026.6 tzdata==2026.6 cloudpickle==3.1.3)
+      pyvers==0.2.3 pytz==2026.6 tzdata==2026.6 cloudpickle==3.1.3
+      orjson==3.13.0)
 
 mkdir -p "$DEST"
 for spec in "${TRAINERS[@]}"; do
