@@ -42,8 +42,11 @@ def trainer_path(name: str) -> Path:
 
 def trainer_env(name: str) -> dict[str, str]:
     """The environment of a process that sees one trainer release, its pure-Python
-    dependencies, the GPU stand-ins, and this checkout (first)."""
-    paths = [trainer_path(name), trainers_dir() / "deps", STANDINS,
+    dependencies, the GPU stand-ins it needs, and this checkout."""
+    # Only OpenRLHF's tested modules import vLLM at module level; TRL would take the
+    # stand-in for a real vLLM and use it.
+    standins = [STANDINS] if name.startswith("openrlhf") else []
+    paths = [trainer_path(name), trainers_dir() / "deps", *standins,
              ROOT / "service", ROOT / "clients", ROOT]  # fmt: skip
     return {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, paths)),
             "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
