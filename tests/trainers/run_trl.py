@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import sys
 from types import SimpleNamespace
-from typing import Any
 
 
 def main() -> None:
@@ -40,7 +39,7 @@ def main() -> None:
     k, n = spec["process"]
     share = len(rows) // n
     mine = rows[k * share : (k + 1) * share]
-    thread, loop, ready = start_event_loop_in_daemon(name="trl-test-loop")
+    _thread, loop, ready = start_event_loop_in_daemon(name="trl-test-loop")
     ready.wait()
     state = TrainerState()
     state.global_step = 7
