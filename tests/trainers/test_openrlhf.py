@@ -141,3 +141,13 @@ def test_openrlhf_011_logs_a_401_where_the_user_sees_it(
     assert "Request error, please check: 401, message='Unauthorized'" in proc.stdout
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result["prompts"][0]["rewards"] == [None]
+
+
+def test_openrlhf_probe_answers_what_the_docs_show(server: str) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs/trainers/openrlhf.md").read_text()
+    shown = re.search(r"On success it answers.*?```json\n(.*?)```", page, re.S)
+    assert shown is not None
+    pairs = dict(re.findall(r'"(\w+)": ("[^"]*"|[\w.]+)', shown.group(1)))
+    answer = httpx.get(f"{server}/openrlhf/math_rl?group_size={GROUP}&api_key={KEY}").json()
+    assert pairs and {k: json.loads(v) for k, v in pairs.items()} == {k: answer[k] for k in pairs}
+    assert httpx.get(f"{server}/openrlhf/nope?api_key={KEY}").status_code == 404

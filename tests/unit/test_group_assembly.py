@@ -225,3 +225,24 @@ async def test_ingress_engines_hand_partial_groups_to_the_one_group_owner() -> N
             await e.close()
     assert [r.results[0].reward for r in got] == pytest.approx([r.reward for r in whole.results])
     assert forwarded == [1, 1, 1, 1]
+
+
+def test_the_documented_groups_config_loads_as_documented() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "trainers" / "groups.md"
+    block = re.search(r"<!-- recipe: groups-config -->\s*```yaml\n(.*?)```", page.read_text(),
+                      re.S)  # fmt: skip
+    assert block is not None
+    settings = load_settings(data=yaml.safe_load(block.group(1)), environ={})
+    assert settings.groups.timeout_s == 60 and settings.groups.on_timeout == "score"
+    assert settings.pipelines["math_rl"].group_size == 8
+    engine = RewardEngine(settings)
+    assert engine.pipelines["math_rl"].needs_groups and engine.pipelines["math_rl"].group_size == 8
+    default = load_settings(data={"server": {"request_timeout_s": 30},
+                                  **{k: v for k, v in yaml.safe_load(block.group(1)).items()
+                                     if k != "groups"}}, environ={})  # fmt: skip
+    assert default.groups.timeout_s == 15  # half the request timeout when not set
