@@ -11,9 +11,15 @@ normalisation; cache off), the same items in every mode, every item distinct per
   SingleTurnAgentExecutor sends it (`{"query": [prompt+response], "prompts": [prompt],
   "labels": [label]}`); `window` groups generate at once and their rollouts are posted
   interleaved, each as soon as it is "generated" (a fresh group starts when one is done).
+- openrlhf-0.11, no group steps (control): the same per-rollout POSTs to a pipeline with
+  the same reward but no group normalisation, so nothing is assembled: what per-rollout
+  requests cost by themselves.
 - verl-0.9: every rollout is one `await compute_score_async(...)` (the adapter verl 0.9's
   reward loop calls; `reward_kwargs` pipeline and group_size), all awaited at once as one
   reward-loop worker awaits its share of the batch; the adapter micro-batches them.
+
+- engine: whole groups / one item per call, assembled: the same through RewardEngine in
+  this process (no HTTP), all calls at once: the cost of assembly by itself.
 
 Reported: items/s over the whole run; per-item latency (send -> answer) p50/p99; and for
 the per-item modes the latency after a group's last rollout was sent (answer of the last
@@ -93,19 +99,21 @@ async def whole(url: str, groups: list[list[dict[str, str]]], window: int) -> di
     return summary(sum(map(len, groups)), elapsed, latencies)
 
 
-async def openrlhf(url: str, groups: list[list[dict[str, str]]], window: int) -> dict[str, float]:
+async def openrlhf(url: str, groups: list[list[dict[str, str]]], window: int,
+                   pipeline: str = PIPELINE) -> dict[str, float]:  # fmt: skip
     size = len(groups[0])
     latencies: list[float] = []
     after_last: list[float] = []
     rng = random.Random(1)
-    limits = httpx.Limits(max_connections=window * size, max_keepalive_connections=window * size)
+    # OpenRLHF opens a new aiohttp session per POST: no connection is reused.
+    limits = httpx.Limits(max_connections=window * size, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
 
         async def post(rollout: dict[str, str]) -> tuple[float, float]:
             body = {"query": [rollout["prompt"] + rollout["response"]],
                     "prompts": [rollout["prompt"]], "labels": [rollout["reference"]]}  # fmt: skip
             t = time.perf_counter()
-            r = await client.post(f"/openrlhf/{PIPELINE}?group_size={size}", json=body)
+            r = await client.post(f"/openrlhf/{pipeline}?group_size={size}", json=body)
             r.raise_for_status()
             assert len(r.json()["rewards"]) == 1
             return t, time.perf_counter()
@@ -153,6 +161,39 @@ async def verl(url: str, groups: list[list[dict[str, str]]]) -> dict[str, float]
     return summary(sum(map(len, groups)), elapsed, latencies)
 
 
+async def in_process(groups: list[list[dict[str, str]]], per_item: bool) -> dict[str, float]:
+    """The engine alone (no HTTP): what assembling costs, free of per-request costs."""
+    from referee.config import load_settings
+    from referee.engine import RewardEngine
+    from referee_client.schema import RewardRequest
+
+    engine = RewardEngine(load_settings(CONFIG, environ={"REFEREE_CACHE__BACKEND": "none"}))
+    await engine.start()
+    latencies: list[float] = []
+
+    async def send(items: list[dict[str, str]], options: dict[str, int]) -> None:
+        request = RewardRequest.model_validate(
+            {"pipeline": PIPELINE, "items": items, "options": options}
+        )
+        t = time.perf_counter()
+        await engine.score(request)
+        latencies.append(time.perf_counter() - t)
+
+    size = len(groups[0])
+    calls = []
+    for g, rollouts in enumerate(groups):
+        items = [{**r, "id": str(i), "group": f"e{g}"} for i, r in enumerate(rollouts)]
+        if per_item:
+            calls += [send([x], {"group_size": size}) for x in items]
+        else:
+            calls.append(send(items, {}))
+    t0 = time.perf_counter()
+    await asyncio.gather(*calls)
+    elapsed = time.perf_counter() - t0
+    await engine.close()
+    return summary(sum(map(len, groups)), elapsed, latencies)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--groups", type=int, default=64)
@@ -175,7 +216,16 @@ def main() -> None:
         modes["openrlhf-0.11"] = asyncio.run(
             openrlhf(url, make_groups(args.groups, args.group_size, 2), args.window)
         )
+        modes["openrlhf-0.11, no group steps (control)"] = asyncio.run(
+            openrlhf(url, make_groups(args.groups, args.group_size, 4), args.window, "raw")
+        )
         modes["verl-0.9"] = asyncio.run(verl(url, make_groups(args.groups, args.group_size, 3)))
+        modes["engine: whole groups"] = asyncio.run(
+            in_process(make_groups(args.groups, args.group_size, 5), per_item=False)
+        )
+        modes["engine: one item per call, assembled"] = asyncio.run(
+            in_process(make_groups(args.groups, args.group_size, 6), per_item=True)
+        )
         metrics = httpx.get(f"{url}/metrics").text
         result["groups_assembled"] = [line for line in metrics.splitlines()
                                       if line.startswith("referee_groups_total")]  # fmt: skip
