@@ -67,9 +67,11 @@ def run_trainer(name: str, module: str, args: list[str], stdin: dict[str, Any],
 
 
 def recipe(page: str, name: str) -> str:
-    """The fenced block under ``<!-- recipe: NAME -->`` in docs/trainers/PAGE.md."""
+    """The fenced block marked ``<!-- doctest: test (tests/...: NAME) -->`` (the docs'
+    convention for a sample a test runs) in docs/trainers/PAGE.md."""
     text = (ROOT / "docs" / "trainers" / f"{page}.md").read_text()
-    match = re.search(rf"<!-- recipe: {re.escape(name)} -->\s*```\w*\n(.*?)```", text, re.S)
+    marker = rf"<!-- doctest: test \(tests/[\w/.]+: {re.escape(name)}\) -->"
+    match = re.search(marker + r"\s*```\w*\n(.*?)```", text, re.S)
     assert match, f"docs/trainers/{page}.md has no recipe {name!r}"
     return match.group(1)
 

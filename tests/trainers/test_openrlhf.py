@@ -145,7 +145,8 @@ def test_openrlhf_011_logs_a_401_where_the_user_sees_it(
 
 def test_openrlhf_probe_answers_what_the_docs_show(server: str) -> None:
     page = (Path(__file__).resolve().parents[2] / "docs/trainers/openrlhf.md").read_text()
-    shown = re.search(r"On success it answers.*?```json\n(.*?)```", page, re.S)
+    marker = r"<!-- doctest: test \(tests/trainers/test_openrlhf.py: probe-answer\) -->"
+    shown = re.search(marker + r"\s*```json\n(.*?)```", page, re.S)
     assert shown is not None
     pairs = dict(re.findall(r'"(\w+)": ("[^"]*"|[\w.]+)', shown.group(1)))
     answer = httpx.get(f"{server}/openrlhf/math_rl?group_size={GROUP}&api_key={KEY}").json()

@@ -234,8 +234,8 @@ def test_the_documented_groups_config_loads_as_documented() -> None:
     import yaml
 
     page = Path(__file__).resolve().parents[2] / "docs" / "trainers" / "groups.md"
-    block = re.search(r"<!-- recipe: groups-config -->\s*```yaml\n(.*?)```", page.read_text(),
-                      re.S)  # fmt: skip
+    marker = r"<!-- doctest: test \(tests/unit/test_group_assembly.py: groups-config\) -->"
+    block = re.search(marker + r"\s*```yaml\n(.*?)```", page.read_text(), re.S)
     assert block is not None
     settings = load_settings(data=yaml.safe_load(block.group(1)), environ={})
     assert settings.groups.timeout_s == 60 and settings.groups.on_timeout == "score"
