@@ -66,6 +66,8 @@ def request_to_proto(request: RewardRequest) -> pb.RewardRequest:
     msg.options.return_components = options.return_components
     if options.timeout_s is not None:
         msg.options.timeout_s = options.timeout_s
+    if options.group_size is not None:
+        msg.options.group_size = options.group_size
     for group, rewards in (options.group_reference_rewards or {}).items():
         msg.options.group_reference_rewards[group].values.extend(rewards)
     return msg
@@ -93,6 +95,8 @@ def request_from_proto(msg: pb.RewardRequest) -> dict[str, Any]:
             options["return_components"] = o.return_components
         if o.HasField("timeout_s"):
             options["timeout_s"] = o.timeout_s
+        if o.HasField("group_size"):
+            options["group_size"] = o.group_size
         if o.group_reference_rewards:
             options["group_reference_rewards"] = {
                 group: list(rewards.values) for group, rewards in o.group_reference_rewards.items()

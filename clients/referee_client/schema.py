@@ -42,6 +42,7 @@ MAX_ID_LENGTH = 256
 # sent ("invalid": a missing reference, an input too long).
 Outcome = Literal["scored", "failed", "invalid"]
 MAX_REFERENCE_REWARDS = 1024
+MAX_GROUP_SIZE = 4096
 
 
 class _Documented(BaseModel):
@@ -183,6 +184,14 @@ class RewardOptions(_Strict):
         f"source is `request` (at most {MAX_REFERENCE_REWARDS} per group); an item's own "
         "`reference_rewards` take precedence.",
     )
+    group_size: int | None = Field(
+        default=None, ge=1, le=MAX_GROUP_SIZE,
+        description="Items per `group` when a group's items are sent over several requests "
+        "(one rollout per request): the server holds them until the group is whole (or "
+        "its group timeout passes), scores them together and answers each request with its "
+        "own items. Default: the pipeline's `group_size`; only pipelines with group steps "
+        "use it.",
+    )  # fmt: skip
 
     @field_validator("group_reference_rewards")
     @classmethod

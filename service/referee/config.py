@@ -31,6 +31,7 @@ __all__ = [
     "BatchingSettings",
     "CacheSettings",
     "ConfigError",
+    "GroupSettings",
     "PipelineConfig",
     "ScorerConfig",
     "ServerSettings",
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "REFEREE_"
-_SECTIONS = ("server", "batching", "cache", "scorers", "pipelines")
+_SECTIONS = ("server", "batching", "cache", "groups", "scorers", "pipelines")
 
 
 class ConfigError(Exception):
@@ -223,6 +224,28 @@ class ScorerConfig(_Section):
         return self
 
 
+class GroupSettings(_Section):
+    """Group assembly: the items of a group sent over several requests (see groups.py)."""
+
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=3600,
+        description="How long the first item of a group waits for the rest; then the group "
+        "is answered as `on_timeout` says. Must be under server.request_timeout_s (and the "
+        "trainer's own HTTP timeout: OpenRLHF 180 s). Default: half of "
+        "server.request_timeout_s, at most 60 s.",
+    )  # fmt: skip
+    on_timeout: Literal["score", "error"] = Field(
+        default="score",
+        description="score: normalise over the items that arrived, each saying so in "
+        "`info.group`; error: a `group_incomplete` error per item.",
+    )
+    max_pending_items: int = Field(
+        default=100_000, gt=0,
+        description="Items that may wait for their groups at once; above it requests get 429.",
+    )  # fmt: skip
+    max_group_size: int = Field(default=1024, gt=0, description="Largest group_size accepted.")
+
+
 class PipelineConfig(_Section):
     description: str = Field(
         default="", description="Shown by /v1/pipelines and `referee pipelines`."
@@ -230,6 +253,13 @@ class PipelineConfig(_Section):
     reward: Node = Field(
         description="The expression tree: a scorer name or a node (see Pipeline nodes below)."
     )
+    group_size: int | None = Field(
+        default=None, ge=1,
+        description="Items per group when a request does not say (options.group_size, the "
+        "OpenRLHF route's ?group_size=): the engine assembles groups sent over several "
+        "requests. Used only by pipelines with group steps (group_norm, group judging, "
+        "group similarity).",
+    )  # fmt: skip
 
 
 def scorer_refs(node: Node) -> Iterator[ScorerNode]:
@@ -248,6 +278,7 @@ class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    groups: GroupSettings = Field(default_factory=GroupSettings)
     scorers: dict[str, ScorerConfig] = Field(default_factory=dict)
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
 
@@ -273,6 +304,19 @@ class Settings(_Section):
                         f"pipelines.{pname}.reward: unknown scorer {leaf.scorer_name!r} "
                         f"(configured scorers: {known})"
                     )
+            if pipeline.group_size is not None and pipeline.group_size > self.groups.max_group_size:
+                raise ValueError(
+                    f"pipelines.{pname}.group_size: {pipeline.group_size} is over "
+                    f"groups.max_group_size ({self.groups.max_group_size})"
+                )
+        if self.groups.timeout_s is None:
+            self.groups.timeout_s = min(60.0, self.server.request_timeout_s / 2)
+        elif self.groups.timeout_s >= self.server.request_timeout_s:
+            raise ValueError(
+                f"groups.timeout_s ({self.groups.timeout_s:g}) must be under "
+                f"server.request_timeout_s ({self.server.request_timeout_s:g}), or a request "
+                "would time out before its group is answered"
+            )
         return self
 
     def batching_for(self, scorer: str) -> BatchingSettings:

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,13 +24,17 @@ from referee.cache import Breaker, MemoryCache, NullCache, ScoreCache, cache_key
 from referee.cache.redis import RedisCache
 from referee.config import ScorerConfig, Settings, scorer_refs
 from referee.errors import ErrorKind, RefereeError, item_error
+from referee.groups import GroupAssembler, partial_groups
 from referee.metrics import Metrics
 from referee.monitors import PipelineMonitor, ensemble_members
 from referee.pipeline import EvalState, LeafScore, PipelineEvaluator
+from referee.pipeline.nodes import has_group_steps
 from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
 from referee.scorers.base import canonical_json
 from referee_client.schema import (
     Outcome,
+    RewardItem,
+    RewardOptions,
     RewardRequest,
     RewardResponse,
     RewardResult,
@@ -165,6 +169,8 @@ class PipelineInfo:
     tree: dict[str, object]
     reads_peers: bool = False  # a scorer compares each item with the rest of its group
     components: tuple[str, ...] = ()  # every name a result's `components` can hold
+    needs_groups: bool = False  # group steps: a group's items must be scored together
+    group_size: int | None = None  # the default expected group size (group assembly)
 
 
 def build_pipelines(
@@ -184,6 +190,7 @@ def build_pipelines(
         pipelines[pname] = PipelineInfo(
             pname, pcfg.description, f"sha256:{digest[:16]}", used, tree, peers,
             tuple(dict.fromkeys(evaluator.names.values())),
+            peers or has_group_steps(pcfg.reward), pcfg.group_size,
         )  # fmt: skip
         evaluators[pname] = evaluator
     return pipelines, evaluators
@@ -226,15 +233,25 @@ class RewardEngine:
         metrics: Metrics | None = None,
         *,
         scorer_factory: Callable[[str, Scorer], Scorer] | None = None,
+        group_owner: Callable[[RewardRequest], Awaitable[RewardResponse]] | None = None,
     ) -> None:
         """``scorer_factory(name, scorer)`` may put something in a scorer's place (the
-        Ray Serve ingress: a proxy to the scorer's own deployment)."""
+        Ray Serve ingress: a proxy to the scorer's own deployment). ``group_owner``, when
+        given, takes every request that holds part of a group to assemble (Ray Serve:
+        the one replica that owns all groups, so that a group's items meet whichever
+        ingress replica they reach)."""
         self.metrics = metrics or Metrics()
         self._scorer_factory = scorer_factory
         scorers = {name: self.make_scorer(name, cfg) for name, cfg in settings.scorers.items()}
         self._state = EngineState(settings, scorers, *build_pipelines(settings, scorers))
         self.monitors: dict[str, PipelineMonitor] = {}
         self._sync_monitors()
+        self.group_owner = group_owner
+        groups = settings.groups
+        self.groups = GroupAssembler(
+            self._score_group, timeout_s=groups.timeout_s or 60.0, on_timeout=groups.on_timeout,
+            max_pending_items=groups.max_pending_items, metrics=self.metrics,
+        )  # fmt: skip
         self._redis: Redis | None = None
         self._breaker: Breaker | None = None
         self._redis_warmed = False
@@ -431,6 +448,7 @@ class RewardEngine:
         self._draining = True
         self._abort.set()
         self._ready = False
+        await self.groups.close()
         if self._retiring:  # versions replaced by a reload, still draining
             await asyncio.gather(*self._retiring, return_exceptions=True)
         await asyncio.gather(*(r.batcher.stop(grace_s) for r in self.runners.values()))
@@ -511,7 +529,7 @@ class RewardEngine:
         timeout = min(asked, server_limit) if asked is not None else server_limit
         deadline = time.monotonic() + timeout
         state.acquire()
-        work = asyncio.ensure_future(self._score(state, info, request, deadline))
+        work = asyncio.ensure_future(self._score_assembled(state, info, request, deadline))
         abort = asyncio.ensure_future(self._abort.wait())
         try:
             await asyncio.wait({work, abort}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -534,6 +552,68 @@ class RewardEngine:
             "so a retry is cheaper",
             param="options.timeout_s",
         )
+
+    async def _score_assembled(
+        self, state: EngineState, info: PipelineInfo, request: RewardRequest, deadline: float
+    ) -> RewardResponse:
+        """Score a request whose groups may be partial: with a group size, a pipeline with
+        group steps scores a group only once all its items are here (groups.py)."""
+        size = request.options.group_size or info.group_size
+        if not info.needs_groups or size is None or size < 2:
+            return await self._score(state, info, request, deadline)
+        if size > self.settings.groups.max_group_size:
+            raise RefereeError(
+                ErrorKind.INVALID_REQUEST,
+                f"group_size {size} is over the server's groups.max_group_size "
+                f"({self.settings.groups.max_group_size})",
+                param="options.group_size",
+            )
+        direct, parts = partial_groups(request.items, size)
+        if not parts:  # every group is whole in this request
+            return await self._score(state, info, request, deadline)
+        if self.group_owner is not None:
+            return await self.group_owner(request)
+        answers = self.groups.submit(
+            info.name, {g: [request.items[i] for i in idx] for g, idx in parts.items()},
+            size, deadline, request.options.group_reference_rewards,
+        )  # fmt: skip
+        results: list[RewardResult | None] = [None] * len(request.items)
+        if direct:
+            own = request.model_copy(update={"items": [request.items[i] for i in direct]})
+            for i, result in zip(direct, (await self._score(state, info, own, deadline)).results,
+                                 strict=True):  # fmt: skip
+                results[i] = result
+        for indices, answer in zip(parts.values(), answers, strict=True):
+            # Shielded: a request that gives up must not cancel its group's answer.
+            for i, result in zip(indices, await asyncio.shield(answer), strict=True):
+                results[i] = result
+        done = [r for r in results if r is not None]
+        assert len(done) == len(results), "group assembly lost an item"
+        if not request.options.return_components:
+            done = [r.model_copy(update={"components": None}) for r in done]
+        return RewardResponse(
+            pipeline=info.name, pipeline_version=info.version, results=done,
+            usage=Usage(items=len(done), cache_hits=sum(r.cached for r in done),
+                        errors=sum(r.error is not None for r in done)),
+        )  # fmt: skip
+
+    async def _score_group(
+        self, pipeline: str, items: list[RewardItem], references: list[float] | None,
+        deadline: float,
+    ) -> list[RewardResult]:  # fmt: skip
+        """One assembled group, scored as one request."""
+        group = items[0].group or ""
+        options = RewardOptions(
+            group_reference_rewards={group: references} if references is not None else None
+        )
+        request = RewardRequest(pipeline=pipeline, items=items, options=options)
+        state = self._state  # the version current when the group is whole
+        state.acquire()
+        try:
+            return (await self._score(state, self.pipeline(pipeline, state), request,
+                                      deadline)).results  # fmt: skip
+        finally:
+            state.release()
 
     async def _score(
         self, engine_state: EngineState, info: PipelineInfo, request: RewardRequest,

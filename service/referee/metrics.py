@@ -236,5 +236,24 @@ class Metrics:
             registry=r,
         )  # fmt: skip
 
+        self.group_pending_items = Gauge(
+            "referee_group_pending_items",
+            "Items waiting for the rest of their group (group assembly).",
+            registry=r,
+        )
+        self.groups = Counter(
+            "referee_groups",
+            "Groups assembled across requests, by pipeline and outcome (complete, timeout).",
+            ["pipeline", "outcome"],
+            registry=r,
+        )
+        self.group_wait = Histogram(
+            "referee_group_wait_seconds",
+            "From a group's first item to its last (or its timeout).",
+            ["pipeline"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

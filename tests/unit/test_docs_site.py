@@ -45,7 +45,7 @@ def test_every_sample_that_could_run_is_marked() -> None:
     unexplained = [b.where for b in ALL_BLOCKS if b.marker == "skip" and not b.reason]
     assert unexplained == [], "a skipped sample says why: <!-- doctest: skip (reason) -->"
     for block in (b for b in ALL_BLOCKS if b.marker == "test"):  # run by the test it names
-        found = re.fullmatch(r"(tests/\S+\.py): ([\w-]+)", block.reason or "")
+        found = re.fullmatch(r"(tests/\S+\.py): ([\w.-]+)", block.reason or "")
         assert found, f"{block.where}: <!-- doctest: test (tests/PATH.py: ID) -->"
         test_file = ROOT / found.group(1)
         assert test_file.is_file(), f"{block.where}: {found.group(1)} does not exist"

@@ -42,7 +42,7 @@ class DoubleList(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RewardOptions(_message.Message):
-    __slots__ = ("return_components", "timeout_s", "group_reference_rewards")
+    __slots__ = ("return_components", "timeout_s", "group_reference_rewards", "group_size")
     class GroupReferenceRewardsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,10 +53,12 @@ class RewardOptions(_message.Message):
     RETURN_COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     GROUP_REFERENCE_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     return_components: bool
     timeout_s: float
     group_reference_rewards: _containers.MessageMap[str, DoubleList]
-    def __init__(self, return_components: _Optional[bool] = ..., timeout_s: _Optional[float] = ..., group_reference_rewards: _Optional[_Mapping[str, DoubleList]] = ...) -> None: ...
+    group_size: int
+    def __init__(self, return_components: _Optional[bool] = ..., timeout_s: _Optional[float] = ..., group_reference_rewards: _Optional[_Mapping[str, DoubleList]] = ..., group_size: _Optional[int] = ...) -> None: ...
 
 class RewardRequest(_message.Message):
     __slots__ = ("pipeline", "items", "options")

@@ -6,7 +6,7 @@ import os
 import threading
 
 from referee_client.client import RewardClient
-from referee_client.schema import RewardResponse
+from referee_client.schema import RewardResponse, RewardResult
 
 __all__ = ["outcome_flags", "process_client", "rewards_of"]
 
@@ -41,11 +41,13 @@ def outcome_flags(response: RewardResponse) -> list[dict[str, int]]:
     """Per item, 0/1 flags a trainer can filter or mask on: ``referee_failed`` (no verdict:
     the reward is a placeholder), ``referee_retryable`` (sending it again may help),
     ``referee_invalid`` (the item cannot be scored as sent)."""
-    return [
-        {
-            "referee_failed": int(r.outcome == "failed"),
-            "referee_retryable": int(r.retryable),
-            "referee_invalid": int(r.outcome == "invalid"),
-        }
-        for r in response.results
-    ]
+    return [result_flags(r) for r in response.results]
+
+
+def result_flags(result: RewardResult) -> dict[str, int]:
+    """``outcome_flags`` of one result."""
+    return {
+        "referee_failed": int(result.outcome == "failed"),
+        "referee_retryable": int(result.retryable),
+        "referee_invalid": int(result.outcome == "invalid"),
+    }

@@ -15,20 +15,33 @@ text or, for multimodal prompts, a list of parts (the text parts are sent). The 
 dataset column named in ``reference_columns`` is sent as the item's ``reference``; the other
 JSON-like columns go into ``metadata``. Completions of the same prompt share a ``group``, so
 a pipeline's group normalisation sees each GRPO group.
+
+With several processes TRL computes rewards on each process's own completions and
+gathers them afterwards, so one prompt's completions can be split across processes. Give
+``group_size=num_generations``: the group id is then the prompt (and the training step),
+the same on every process, and the server holds each group until all its completions
+have arrived from all processes, then normalises it whole.
+
+``AsyncRefereeReward`` is the same function as a coroutine: TRL runs async reward
+functions concurrently on its own event loop, so other reward functions (and, with
+several, each other) do not wait for Referee.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import itertools
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from referee_client.adapters._common import process_client, rewards_of
-from referee_client.client import RewardClient
-from referee_client.schema import RewardItem
+from referee_client.client import AsyncRewardClient, RewardClient
+from referee_client.schema import RewardItem, RewardOptions
 
-__all__ = ["RefereeReward"]
+__all__ = ["AsyncRefereeReward", "RefereeReward"]
 
 # What TRL passes that is not a dataset column.
 TRAINER_KWARGS = frozenset({"completion_ids", "trainer_state", "log_extra", "log_metric",
@@ -75,9 +88,12 @@ class RefereeReward:
         reference_columns: Sequence[str] = DEFAULT_REFERENCE_COLUMNS,
         metadata_columns: Sequence[str] | None = None, name: str | None = None,
         error_value: float | None = None, client: RewardClient | None = None,
-        api_key: str | None = None,
+        api_key: str | None = None, group_size: int | None = None,
     ) -> None:  # fmt: skip
+        if group_size is not None and group_size < 1:
+            raise ValueError("group_size must be >= 1 (GRPOConfig.num_generations)")
         self.pipeline = pipeline
+        self.group_size = group_size
         self.reference_columns = tuple(reference_columns)
         self.metadata_columns = None if metadata_columns is None else tuple(metadata_columns)
         self.error_value = error_value
@@ -94,6 +110,26 @@ class RefereeReward:
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
     ) -> list[float | None]:
+        items = self.items(prompts, completions, **kwargs)
+        response = self.client.score(items, pipeline=self.pipeline, options=self.options)
+        return rewards_of(response, self.error_value)
+
+    @property
+    def options(self) -> RewardOptions:
+        return RewardOptions(group_size=self.group_size)
+
+    def _group(self, call: int, prompt_key: str, groups: dict[str, str], state: Any) -> str:
+        if self.group_size is None:  # whole groups in this call: numbered per call
+            return groups.setdefault(prompt_key, f"{call}-p{len(groups)}")
+        # The same id on every process: the prompt and the training step.
+        step = getattr(state, "global_step", None)
+        digest = hashlib.blake2b(prompt_key.encode(), digest_size=12).hexdigest()
+        return f"{self.__name__}:{step}:{digest}"
+
+    def items(
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[RewardItem]:
+        """The request items for TRL's arguments (one per completion, in order)."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         columns = {k: v for k, v in kwargs.items() if k not in TRAINER_KWARGS}
@@ -107,7 +143,7 @@ class RefereeReward:
         items = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             prompt_key = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
-            group = groups.setdefault(prompt_key, f"{call}-p{len(groups)}")
+            group = self._group(call, prompt_key, groups, kwargs.get("trainer_state"))
             item: dict[str, Any] = {"id": f"{call}-{i}", "group": group}
             if isinstance(completion, str):
                 item["response"] = completion
@@ -121,5 +157,33 @@ class RefereeReward:
             if metadata:
                 item["metadata"] = metadata
             items.append(RewardItem.model_validate(item))
-        response = self.client.score(items, pipeline=self.pipeline)
+        return items
+
+
+class AsyncRefereeReward(RefereeReward):
+    """``RefereeReward`` as a coroutine function (TRL awaits it on its event loop)."""
+
+    def __init__(self, base_url: str | None = None, *, client: AsyncRewardClient | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(base_url, **kwargs)
+        self._async_client = client
+        self._async_clients: dict[tuple[int, int], AsyncRewardClient] = {}
+
+    def async_client(self) -> AsyncRewardClient:
+        if self._async_client is not None:
+            return self._async_client
+        key = (os.getpid(), id(asyncio.get_running_loop()))  # a client per loop
+        client = self._async_clients.get(key)
+        if client is None:
+            client = AsyncRewardClient(self._base_url, api_key=self._api_key)
+            self._async_clients[key] = client
+        return client
+
+    async def __call__(  # type: ignore[override]
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float | None]:
+        items = self.items(prompts, completions, **kwargs)
+        response = await self.async_client().score(
+            items, pipeline=self.pipeline, options=self.options
+        )
         return rewards_of(response, self.error_value)

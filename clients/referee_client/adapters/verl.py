@@ -1,22 +1,35 @@
-"""verl: a custom reward function, configured through the environment.
+"""verl: custom reward functions.
 
-    export REFEREE_URL=http://referee:8000 REFEREE_PIPELINE=math_rl
-    VERL_REWARD=$(python -c 'import referee_client.adapters.verl as m; print(m.__file__)')
-    python -m verl.trainer.main_ppo ... \\
-        custom_reward_function.path=$VERL_REWARD \\
-        custom_reward_function.name=compute_score_batch \\
-        reward_model.reward_manager=batch
+verl >= 0.7 (its reward loop awaits one ``compute_score`` per rollout, all at once):
 
-``compute_score`` has the per-item signature verl's default (naive) reward manager calls;
-``compute_score_batch`` the one its ``batch`` reward manager calls, one request per batch
-(much faster). ``extra_info`` goes into the item's ``metadata``: numpy values become plain
-numbers and lists, values JSON cannot carry are dropped with a warning. verl passes no
-rollout ``uid`` to reward functions, so items are grouped only when the dataset's
-``extra_info`` carries a ``group`` key. A ``ground_truth`` that is not a string (a list of
-accepted answers, a dict) is sent as its JSON text. An item the pipeline could not score
-(outcome ``failed`` or ``invalid``) gets ``$REFEREE_ERROR_REWARD`` (default 0.0), since verl
-needs a number; items that failed retryably are first sent again
-(``$REFEREE_RETRY_FAILED_ITEMS`` rounds, default 1).
+    reward.custom_reward_function.path=$(python -m referee_client.adapters.verl)
+    reward.custom_reward_function.name=compute_score_async
+    +reward.custom_reward_function.reward_kwargs.pipeline=math_rl
+    +reward.custom_reward_function.reward_kwargs.group_size=8     # = rollout.n
+    reward.reward_manager.source=importlib
+    reward.reward_manager.module.path=$(python -m referee_client.adapters.verl manager)
+    reward.reward_manager.name=RefereeRewardManager
+
+``compute_score_async`` coalesces the calls awaited at the same time into batched
+requests (a window of ``$REFEREE_BATCH_WINDOW_MS``, default 5 ms, at most
+``$REFEREE_BATCH_MAX_ITEMS``, default 512, items per request). A rollout's group is its
+``uid`` (verl's id of a prompt's rollouts), which verl's own reward managers do not pass
+to reward functions: ``RefereeRewardManager`` (verl's naive manager plus the uid, in
+``verl_manager.py``) does. Without it the group is ``extra_info["group"]``, else the
+dataset row (``data_source`` + ``extra_info["index"]``). With ``group_size`` the server
+assembles each group across requests before a group-normalised pipeline scores it.
+
+verl <= 0.6 (``reward_model.reward_manager=batch``): ``compute_score_batch``, one request
+per batch; ``compute_score``: the per-item signature of the naive manager.
+
+Settings come from ``reward_kwargs`` first, then the environment: ``$REFEREE_URL``,
+``$REFEREE_API_KEY``, ``$REFEREE_PIPELINE``, ``$REFEREE_GROUP_SIZE``.
+``extra_info`` goes into the item's ``metadata``: numpy values become plain numbers and
+lists, values JSON cannot carry are dropped with a warning. A ``ground_truth`` that is
+not a string (a list of accepted answers, a dict) is sent as its JSON text. An item the
+pipeline could not score (outcome ``failed`` or ``invalid``) gets ``$REFEREE_ERROR_REWARD``
+(default 0.0), since verl needs a number; items that failed retryably are first sent
+again (``$REFEREE_RETRY_FAILED_ITEMS`` rounds, default 1).
 
 With ``REFEREE_VERL_FLAGS=1`` each item's result is a dict, ``{"score": reward,
 "referee_failed": 0|1, "referee_retryable": 0|1, "referee_invalid": 0|1}``: verl's reward
@@ -28,17 +41,27 @@ default because verl releases before dict support read a dict as 0.0.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from referee_client._json import json_data
-from referee_client.adapters._common import outcome_flags, process_client, rewards_of
-from referee_client.schema import RewardItem
+from referee_client.adapters._coalesce import Coalescer
+from referee_client.adapters._common import (
+    outcome_flags,
+    process_client,
+    result_flags,
+    rewards_of,
+)
+from referee_client.client import AsyncRewardClient
+from referee_client.schema import RewardItem, RewardOptions
 
-__all__ = ["compute_score", "compute_score_batch"]
+__all__ = ["compute_score", "compute_score_async", "compute_score_batch"]
 
 
 def _metadata(data_source: Any, extra: Any) -> dict[str, Any]:
@@ -59,12 +82,21 @@ def _reference(truth: Any) -> str | None:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _group(data_source: Any, metadata: dict[str, Any], uid: Any = None) -> str | None:
+    """verl's rollout uid, else the dataset's ``group``, else the dataset row."""
+    for value in (uid, metadata.get("uid"), metadata.get("group")):
+        if value is not None:
+            return str(value)
+    if metadata.get("index") is not None:
+        return f"row:{data_source}:{metadata.get('split', '')}:{metadata['index']}"
+    return None
+
+
 def _item(i: int, data_source: Any, solution: str, truth: Any, extra: Any) -> RewardItem:
     metadata = _metadata(data_source, extra)
-    group = metadata.get("group")
     return RewardItem(
         id=str(i), response=solution, metadata=metadata, reference=_reference(truth),
-        group=None if group is None else str(group),
+        group=_group(data_source, metadata),
     )  # fmt: skip
 
 
@@ -98,3 +130,63 @@ def compute_score(
 ) -> float | dict[str, float]:
     """One reward (verl's default reward manager signature)."""
     return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info])[0]
+
+
+_coalescers: dict[tuple[int, int, str, str | None, str, int | None], Coalescer] = {}
+
+
+def _setting(kwargs: dict[str, Any], name: str) -> str | None:
+    value = kwargs.get(name)
+    return str(value) if value is not None else os.environ.get(f"REFEREE_{name.upper()}")
+
+
+def _coalescer(kwargs: dict[str, Any]) -> Coalescer:
+    url = _setting(kwargs, "url")
+    if not url:
+        raise ValueError("set REFEREE_URL (e.g. http://referee:8000) or reward_kwargs.url")
+    api_key = _setting(kwargs, "api_key")
+    pipeline = _setting(kwargs, "pipeline") or "default"
+    size = _setting(kwargs, "group_size")
+    group_size = int(size) if size else None
+    key = (os.getpid(), id(asyncio.get_running_loop()), url, api_key, pipeline, group_size)
+    coalescer = _coalescers.get(key)
+    if coalescer is None:
+        window_ms = float(os.environ.get("REFEREE_BATCH_WINDOW_MS", "5"))
+        max_items = int(os.environ.get("REFEREE_BATCH_MAX_ITEMS", "512"))
+        coalescer = _coalescers[key] = Coalescer(
+            AsyncRewardClient(url, api_key=api_key), pipeline=pipeline,
+            options=RewardOptions(group_size=group_size), window_s=window_ms / 1000,
+            max_items=max_items,
+        )  # fmt: skip
+    return coalescer
+
+
+async def compute_score_async(
+    data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None,
+    **kwargs: Any,
+) -> float | dict[str, float]:  # fmt: skip
+    """One reward, batched with the calls awaited at the same time (verl >= 0.7's reward
+    loop). ``kwargs``: verl's ``reward_kwargs`` (``pipeline``, ``group_size``, ``url``,
+    ``api_key``) and, from ``RefereeRewardManager``, ``uid``. With
+    ``REFEREE_VERL_FLAGS=1``, a dict with the outcome flags, as ``compute_score_batch``."""
+    metadata = _metadata(data_source, extra_info)
+    item = RewardItem(
+        id="0", response=solution_str, metadata=metadata, reference=_reference(ground_truth),
+        group=_group(data_source, metadata, kwargs.get("uid")),
+    )  # fmt: skip
+    result = await _coalescer(kwargs).score(item)
+    fallback = float(os.environ.get("REFEREE_ERROR_REWARD", "0.0"))
+    reward = fallback if result.error is not None or result.reward is None else result.reward
+    if os.environ.get("REFEREE_VERL_FLAGS", "0") not in ("1", "true", "yes"):
+        return reward
+    return {"score": reward, **result_flags(result)}
+
+
+def _paths() -> None:
+    """``python -m referee_client.adapters.verl [manager]``: the file verl loads."""
+    here = Path(__file__).resolve()
+    print(here.with_name("verl_manager.py") if sys.argv[1:] == ["manager"] else here)
+
+
+if __name__ == "__main__":
+    _paths()

@@ -35,7 +35,7 @@ __all__ = ["Reloader"]
 log = logging.getLogger(__name__)
 
 # Sections a running server cannot change (sockets, caches, auth): a restart applies them.
-_RESTART_SECTIONS = ("server", "cache")
+_RESTART_SECTIONS = ("server", "cache", "groups")
 
 
 class Reloader:

@@ -64,7 +64,10 @@ def _document_request_body(app: FastAPI) -> None:
             schema = default_openapi()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in (
-                RewardRequest, openrlhf.OpenRLHFRequest, ScorerReloadRequest, ConfigApplyRequest
+                RewardRequest,
+                openrlhf.OpenRLHFRequest,
+                ScorerReloadRequest,
+                ConfigApplyRequest,
             ):
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(body.pop("$defs", {}))

@@ -35,6 +35,7 @@ __all__ = [
     "ScorerNode",
     "SigmoidCenteredTransform",
     "Transform",
+    "has_group_steps",
 ]
 
 SCORER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -283,6 +284,18 @@ Node = Annotated[
         "scorer, gate, " + ", ".join(sorted(_COMBINE_TYPES)),
     ),
 ]
+
+
+def has_group_steps(node: Node) -> bool:
+    """Whether a tree normalises within groups anywhere (its values need whole groups)."""
+    if any(isinstance(t, GroupNormTransform) for t in node.transforms):
+        return True
+    if isinstance(node, CombineNode):
+        return any(has_group_steps(child) for child in node.inputs)
+    if isinstance(node, GateNode):
+        return has_group_steps(node.when.node) or has_group_steps(node.then)
+    return False
+
 
 CombineNode.model_rebuild()
 Condition.model_rebuild()

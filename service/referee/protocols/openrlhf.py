@@ -1,10 +1,17 @@
-"""OpenRLHF's remote reward-model protocol, so ``--remote_rm_url
-http://HOST:PORT/openrlhf/PIPELINE`` works with OpenRLHF unchanged.
+"""OpenRLHF's remote reward-model protocol, so ``--reward.remote_url
+http://HOST:PORT/openrlhf/PIPELINE`` (OpenRLHF >= 0.11; ``--remote_rm_url`` before) works
+with OpenRLHF unchanged.
 
-OpenRLHF (``openrlhf/utils/remote_rm_utils.py``) POSTs ``{"query": [...], "prompts": [...],
-"labels": [...]}``, where each query is the prompt and the response decoded together, and
-reads ``rewards`` (advantages), ``scores`` (dynamic filtering; it falls back to rewards) and
-``extra_logs`` from the JSON answer. It merges the answers of its workers with
+OpenRLHF POSTs ``{"query": [...], "prompts": [...], "labels": [...]}``, where each query
+is the prompt and the response decoded together, and reads ``rewards`` (advantages),
+``scores`` (dynamic filtering; it falls back to rewards) and ``extra_logs`` from the JSON
+answer. Up to 0.9 (``remote_rm_utils.py``) one POST holds a whole rollout batch; from 0.11
+(``utils/agent.py``, ``SingleTurnAgentExecutor``) each rollout is posted on its own as
+soon as it is generated. Rollouts of one prompt share a group keyed by the prompt text
+(and ``?run=``, so two runs on one server never share groups); with a group size
+(``?group_size=N``, default the pipeline's ``group_size``) a group-normalised pipeline
+holds a prompt's rollouts until all N have arrived (the engine's group assembly).
+OpenRLHF merges the answers of its workers with
 ``rewards_info[0]["extra_logs"].keys()`` and turns each list into a tensor, so the keys
 are a fixed set per pipeline (``referee/<component>`` for every component, and the outcome
 flags ``referee/error``, ``referee/failed``, ``referee/retryable``, ``referee/invalid``) and
@@ -20,12 +27,15 @@ The response is the query minus its prompt. A query that does not start with its
 (``strip``; common EOS tokens by default). The whole rollout comes in one POST, so the
 route splits it under ``max_items_per_request`` itself. OpenRLHF sends no auth header, so
 when API keys are configured this route also takes ``?api_key=KEY`` in the URL (redacted
-from the access log).
+from the access log). OpenRLHF logs only the status line of a failed POST (at INFO, retried
+5 times), so ``GET /openrlhf/PIPELINE`` answers the same key check and the pipeline's
+group settings: a start-up probe (``curl --fail-with-body``) that fails fast on a wrong key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from typing import Annotated, Any
@@ -38,9 +48,22 @@ from referee.engine import RewardEngine
 from referee.errors import HTTP_STATUS, ErrorKind, RefereeError, from_validation_error
 from referee.gateway import check_api_key, parse_json, read_body, require_json
 from referee_client._core import combine, plan_chunks
-from referee_client.schema import ErrorBody, RewardItem, RewardRequest, RewardResponse
+from referee_client.schema import (
+    ErrorBody,
+    RewardItem,
+    RewardOptions,
+    RewardRequest,
+    RewardResponse,
+)
 
-__all__ = ["DEFAULT_STRIP", "OpenRLHFRequest", "OpenRLHFResponse", "router"]
+__all__ = [
+    "DEFAULT_STRIP",
+    "OpenRLHFRequest",
+    "OpenRLHFResponse",
+    "build_request",
+    "prompt_group",
+    "router",
+]
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -103,16 +126,21 @@ def _strip_suffixes(text: str, suffixes: tuple[str, ...]) -> str:
         text = text[: -len(cut)]
 
 
+def prompt_group(prompt: str, run: str) -> str:
+    """The group id of a prompt's rollouts: a digest of the prompt, under the run's name."""
+    digest = hashlib.blake2b(prompt.encode(), digest_size=16).hexdigest()
+    return f"{run}:{digest}" if run else digest
+
+
 def build_request(
-    payload: dict[str, Any], pipeline: str, strip: tuple[str, ...]
+    payload: dict[str, Any], pipeline: str, strip: tuple[str, ...], run: str = ""
 ) -> tuple[list[RewardItem], int]:
-    """Items from OpenRLHF's lists (rollouts of one prompt share a group), and how many
-    queries did not start with their prompt (scored whole)."""
+    """Items from OpenRLHF's lists (rollouts of one prompt share a group, across requests
+    too), and how many queries did not start with their prompt (scored whole)."""
     queries = _texts(payload, "query", None)
     assert queries is not None
     prompts = _texts(payload, "prompts", len(queries))
     labels = _texts(payload, "labels", len(queries))
-    groups: dict[str, str] = {}
     items = []
     mismatched = 0
     for i, query in enumerate(queries):
@@ -131,7 +159,7 @@ def build_request(
         }  # fmt: skip
         if isinstance(prompt, str):
             item["prompt"] = prompt
-            item["group"] = groups.setdefault(prompt, f"p{len(groups)}")
+            item["group"] = prompt_group(prompt, run)
         items.append(item)
     try:
         request = RewardRequest.model_validate({"pipeline": pipeline, "items": items})
@@ -141,14 +169,17 @@ def build_request(
 
 
 async def score_in_chunks(
-    engine: RewardEngine, pipeline: str, items: list[RewardItem]
+    engine: RewardEngine, pipeline: str, items: list[RewardItem], group_size: int | None = None
 ) -> RewardResponse:
     """Score a batch of any size under ``max_items_per_request``, a prompt's group kept in
     one request (as the SDK does)."""
     chunks = plan_chunks(items, engine.settings.server.max_items_per_request)
+    options = RewardOptions(group_size=group_size)
     parts = await asyncio.gather(
         *(
-            engine.score(RewardRequest(pipeline=pipeline, items=[items[i] for i in chunk]))
+            engine.score(
+                RewardRequest(pipeline=pipeline, items=[items[i] for i in chunk], options=options)
+            )
             for chunk in chunks
         )
     )
@@ -180,6 +211,44 @@ def openrlhf_body(
     return {"rewards": rewards, "scores": scores, "extra_logs": logs}
 
 
+def _check_key(request: Request, api_key: str | None) -> None:
+    try:
+        check_api_key(
+            request.app.state.api_keys,
+            api_key=request.headers.get("x-api-key") or api_key,
+            authorization=request.headers.get("authorization"),
+        )
+    except RefereeError as exc:
+        raise RefereeError(
+            exc.kind,
+            f"{exc.message}. OpenRLHF sends no headers: put the key in the URL, "
+            "--reward.remote_url 'http://HOST:PORT/openrlhf/PIPELINE?api_key=KEY'",
+            param="api_key",
+        ) from None
+
+
+@router.get("/openrlhf/{pipeline}", tags=["compat"])
+async def openrlhf_probe(
+    pipeline: str,
+    request: Request,
+    api_key: Annotated[str | None, Query(description="When headers cannot be sent.")] = None,
+    group_size: Annotated[int | None, Query(ge=1)] = None,
+) -> JSONResponse:
+    """A start-up check for ``--reward.remote_url``: 401 on a wrong key, 404 on an unknown
+    pipeline, else what a POST to this URL would use."""
+    engine = request.app.state.engine
+    _check_key(request, api_key)
+    info = engine.pipeline(pipeline)
+    size = group_size or info.group_size
+    return JSONResponse({
+        "pipeline": pipeline, "pipeline_version": info.version, "ready": engine.ready,
+        "group_steps": info.needs_groups,
+        "group_size": size if info.needs_groups else None,
+        "group_timeout_s": engine.settings.groups.timeout_s if info.needs_groups else None,
+        "components": list(info.components),
+    })  # fmt: skip
+
+
 @router.post(
     "/openrlhf/{pipeline}",
     tags=["compat"],
@@ -198,6 +267,23 @@ async def openrlhf_rewards(
     pipeline: str,
     request: Request,
     api_key: Annotated[str | None, Query(description="When headers cannot be sent.")] = None,
+    group_size: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description="Rollouts per prompt (OpenRLHF's --rollout.n_samples_per_prompt): "
+            "a group-normalised pipeline scores a prompt's rollouts together once all have "
+            "arrived. Default: the pipeline's group_size.",
+        ),
+    ] = None,
+    run: Annotated[
+        str,
+        Query(
+            max_length=64,
+            description="Names the run's groups (two runs sharing a "
+            "server and a dataset never share a group).",
+        ),
+    ] = "",
     strip: Annotated[
         list[str] | None,
         Query(description="Suffixes cut from responses; default: common EOS tokens."),
@@ -221,11 +307,7 @@ async def openrlhf_rewards(
     """OpenRLHF remote reward model: ``{query, prompts, labels}`` -> ``{rewards, scores,
     extra_logs}``, scored by the named pipeline."""
     engine = request.app.state.engine
-    check_api_key(
-        request.app.state.api_keys,
-        api_key=request.headers.get("x-api-key") or api_key,
-        authorization=request.headers.get("authorization"),
-    )
+    _check_key(request, api_key)
     info = engine.pipeline(pipeline)  # 404 before reading the body
     request.state.pipeline = pipeline
     if score_component is not None and score_component not in info.components:
@@ -238,7 +320,7 @@ async def openrlhf_rewards(
     require_json(request)
     payload = parse_json(await read_body(request, engine.settings.server.max_request_bytes))
     items, mismatched = build_request(
-        payload, pipeline, DEFAULT_STRIP if strip is None else tuple(strip)
+        payload, pipeline, DEFAULT_STRIP if strip is None else tuple(strip), run
     )
     if mismatched:
         engine.metrics.openrlhf_prompt_mismatch.labels(pipeline).inc(mismatched)
@@ -246,5 +328,5 @@ async def openrlhf_rewards(
             "openrlhf/%s: %d of %d queries do not start with their prompt; scored whole "
             "(prompt + response)", pipeline, mismatched, len(items),
         )  # fmt: skip
-    response = await score_in_chunks(engine, pipeline, items)
+    response = await score_in_chunks(engine, pipeline, items, group_size)
     return JSONResponse(openrlhf_body(response, info.components, error_reward, score_component))

@@ -1,5 +1,12 @@
-"""The Ray Serve deployments: a scorer replica (one model, its own token-budget batcher)
-and the ingress (the same FastAPI app and engine as `referee serve`)."""
+"""The Ray Serve deployments: a scorer replica (one model, its own token-budget batcher),
+the ingress (the same FastAPI app and engine as `referee serve`) and the group owner.
+
+Group assembly needs one place per group: with several ingress replicas, a group's items
+(one rollout per request) reach different replicas. So an ingress replica does not
+assemble: a request that holds part of a group goes whole to the ``groups`` deployment,
+one replica (``GroupOwnerReplica``), whose engine assembles, scores (its model scorers
+are the same proxies to the scorer deployments) and answers. Requests whose groups are
+whole, and pipelines without group steps, never leave the ingress."""
 
 from __future__ import annotations
 
@@ -13,14 +20,24 @@ from typing import Any
 from referee.batching import DynamicBatcher
 from referee.config import load_settings
 from referee.engine import RewardEngine
+from referee.errors import ErrorKind, RefereeError
 from referee.grpc.servicer import RefereeServicer
 from referee.http import build_app
 from referee.ray._grpc import RayGrpc
 from referee.ray._metrics import ray_backed_metrics
 from referee.ray._remote import RemoteScorer
 from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
+from referee_client.schema import RewardRequest, RewardResponse
 
-__all__ = ["IngressReplica", "ScorerReplica"]
+__all__ = ["GroupOwnerReplica", "IngressReplica", "ScorerReplica"]
+
+
+def _placer(handles: dict[str, Any]) -> Any:
+    def place(name: str, scorer: Scorer) -> Scorer:
+        handle = handles.get(name)
+        return scorer if handle is None else RemoteScorer(scorer, handle, f"scorer-{name}")
+
+    return place
 
 
 class ScorerReplica:
@@ -61,14 +78,21 @@ class IngressReplica:
     """The HTTP gateway: `build_app` around an engine whose model scorers are proxies to
     their deployments (rule and python scorers run here, in the ingress)."""
 
-    async def __init__(self, config: dict[str, Any], handles: dict[str, Any]) -> None:  # type: ignore[misc]
+    async def __init__(self, config: dict[str, Any], handles: dict[str, Any],  # type: ignore[misc]
+                       groups: Any = None) -> None:  # fmt: skip
         settings = load_settings(data=config)
+        owner = None
+        if groups is not None:
 
-        def place(name: str, scorer: Scorer) -> Scorer:
-            handle = handles.get(name)
-            return scorer if handle is None else RemoteScorer(scorer, handle, f"scorer-{name}")
+            async def owner(request: RewardRequest) -> RewardResponse:
+                answer = await groups.score.remote(request.model_dump(mode="json"))
+                if "error" in answer:
+                    e = answer["error"]
+                    raise RefereeError(ErrorKind(e["kind"]), e["message"], param=e["param"],
+                                       retry_after_s=e["retry_after_s"])  # fmt: skip
+                return RewardResponse.model_validate(answer["response"])
 
-        self.engine = RewardEngine(settings, scorer_factory=place)
+        self.engine = RewardEngine(settings, scorer_factory=_placer(handles), group_owner=owner)
         self._asgi = build_app(settings, engine=self.engine)
         self._asgi.state.reloader.refuse = (
             "live reloads are not available in Ray Serve mode yet: change the config and "
@@ -92,3 +116,21 @@ class IngressReplica:
     ) -> AsyncIterator[Any]:
         async for response in self._grpc.stream(requests, grpc_context):
             yield response
+
+
+class GroupOwnerReplica:
+    """The one replica that assembles groups sent over several requests (see the module
+    docstring). Errors come back as data: a RefereeError does not survive pickling."""
+
+    async def __init__(self, config: dict[str, Any], handles: dict[str, Any]) -> None:  # type: ignore[misc]
+        settings = load_settings(data=config)
+        self.engine = RewardEngine(settings, scorer_factory=_placer(handles))
+        await self.engine.start()
+
+    async def score(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self.engine.score(RewardRequest.model_validate(request))
+        except RefereeError as exc:
+            return {"error": {"kind": exc.kind.value, "message": exc.message, "param": exc.param,
+                              "retry_after_s": exc.retry_after_s}}  # fmt: skip
+        return {"response": response.model_dump(mode="json")}

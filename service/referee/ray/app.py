@@ -9,8 +9,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from referee.config import Settings, load_settings
+from referee.pipeline.nodes import has_group_steps
 
-__all__ = ["DeploymentOptions", "RayAppArgs", "build_app", "run_blocking"]
+__all__ = ["DeploymentOptions", "RayAppArgs", "build_app", "needs_group_owner", "run_blocking"]
 
 # Kinds that run in their own deployment (a model each); the rest run in the ingress.
 MODEL_KINDS = frozenset({"classifier", "prm", "similarity", "likelihood", "judge"})
@@ -64,7 +65,7 @@ def build_app(args: dict[str, Any]) -> Any:
     """Serve application builder (``referee.ray.app:build_app``)."""
     from ray import serve
 
-    from referee.ray._deployments import IngressReplica, ScorerReplica
+    from referee.ray._deployments import GroupOwnerReplica, IngressReplica, ScorerReplica
 
     parsed = RayAppArgs.model_validate(args)
     config = parsed.referee_config()
@@ -81,7 +82,23 @@ def build_app(args: dict[str, Any]) -> Any:
         handles[name] = deployment.bind(config, name)
     ingress: Any = serve.deployment(serve.ingress()(IngressReplica), name="ingress",
                                **parsed.ingress.serve_options())  # fmt: skip
-    return ingress.bind(config, handles)
+    groups = None
+    if needs_group_owner(settings):  # one replica owns every group being assembled
+        owner: Any = serve.deployment(GroupOwnerReplica, name="groups", num_replicas=1,
+                                      max_ongoing_requests=100_000)  # fmt: skip
+        groups = owner.bind(config, handles)
+    return ingress.bind(config, handles, groups)
+
+
+def needs_group_owner(settings: Settings) -> bool:
+    """Whether a pipeline may assemble groups: group steps in its tree, or a scorer that
+    compares an item with its group."""
+    if any(has_group_steps(p.reward) for p in settings.pipelines.values()):
+        return True
+    return any(
+        cfg.options.get("group_mode", "none") != "none" or cfg.options.get("against") == "group"
+        for cfg in settings.scorers.values()
+    )
 
 
 def run_blocking(settings: Settings, config_path: Path | None, host: str, port: int) -> None:

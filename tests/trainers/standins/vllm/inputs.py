@@ -1,0 +1,3 @@
+"""Stand-in for ``vllm.inputs`` (see the package docstring)."""
+
+TokensPrompt = dict
