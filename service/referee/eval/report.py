@@ -159,7 +159,9 @@ def html_report(report: Mapping[str, Any]) -> str:
     bad = "".join(
         f"<li>line {b['line']}: {html.escape(b['message'])}</li>" for b in report["bad_lines"]
     )
-    data = html.escape(json.dumps({k: v for k, v in report.items() if k != "rows"}))
+    # raw text inside <script> (entities are not decoded there): no "<" at all, as \u003c
+    summary = json.dumps({k: v for k, v in report.items() if k != "rows"})
+    data = summary.replace("<", "\\u003c")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Referee eval: {html.escape(str(report["pipeline"]))}</title>
