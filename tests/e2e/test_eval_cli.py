@@ -5,6 +5,9 @@ table's accuracies and the JSON report equal values worked out by hand from the 
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,9 @@ import yaml
 
 import referee
 from referee.eval import SAMPLES
-from tests.e2e.server import cli, running_server
+from tests.e2e.server import REFEREE, cli, running_server
 
+ROOT = Path(__file__).resolve().parents[2]
 MATH_PAIRS = SAMPLES / "math_pairs.jsonl"
 FORMAT_PAIRS = SAMPLES / "format_pairs.jsonl"
 GRADED = SAMPLES / "math_graded_best_of_4.jsonl"
@@ -132,3 +136,28 @@ def test_an_unknown_pipeline_is_a_clear_error(rules_config: str) -> None:
     done = cli("eval", str(MATH_PAIRS), "-p", "nope", "-c", rules_config)
     assert done.returncode == 2
     assert "nope" in done.stderr and "Traceback" not in done.stderr
+
+
+def documented_runs() -> list[tuple[str, str]]:
+    """(command, printed table) for each `referee eval` recipe in docs/eval.md."""
+    text = (ROOT / "docs" / "eval.md").read_text()
+    blocks = re.findall(r"```(bash|text)\n(.*?)```", text, flags=re.S)
+    return [
+        (body.strip(), blocks[i + 1][1].strip())
+        for i, (lang, body) in enumerate(blocks)
+        if lang == "bash" and body.startswith("referee eval") and i + 1 < len(blocks)
+    ]
+
+
+@pytest.mark.parametrize(("command", "printed"), documented_runs())
+def test_the_documented_commands_print_the_documented_tables(
+    tmp_path: Path, command: str, printed: str
+) -> None:
+    (tmp_path / "service").symlink_to(ROOT / "service")  # the docs' relative sample paths
+    done = subprocess.run([*REFEREE, *shlex.split(command)[1:]], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # a pipeline's version hashes the installed math-verify/sympy versions too (see the
+    # README test): equal where those are equal, so compare everything else
+    version = re.compile(r"sha256:[0-9a-f]{16}")
+    assert version.sub("sha256:…", done.stdout.strip()) == version.sub("sha256:…", printed)
