@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from playwright import sync_api  # the dev extra; a missing one fails, never skips
 
 from referee.eval import SAMPLES
 from tests.e2e.server import REFEREE, running_server
 from tests.models import minilm_dir
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run"]  # fmt: skip
