@@ -6,7 +6,7 @@
 # tests/trainers/install.sh puts OpenRLHF, verl and TRL in .trainers/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/deploy/scripts/bootstrap.sh" "server,dev,tokenizers,grpc,models,ray"
+source "$ROOT/deploy/scripts/bootstrap.sh" "server,dev,tokenizers,grpc,models,ray,eval"
 case "$(printf %s "${REFEREE_VLLM_TESTS:-1}" | tr A-Z a-z)" in
     0|false|no|off) export REFEREE_VLLM_TESTS=0 ;;  # tests/conftest.py skips them, with why
     *) source "$ROOT/deploy/scripts/bootstrap_vllm.sh" ;;

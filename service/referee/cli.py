@@ -1,4 +1,4 @@
-"""The ``referee`` command: serve, score (offline batch), validate, pipelines."""
+"""The ``referee`` command: serve, score (offline batch), eval, validate, pipelines."""
 
 from __future__ import annotations
 
@@ -260,6 +260,60 @@ def score(
         f"scored {len(todo)} items ({skipped} already done, {errors} per-item errors) -> {out}",
         err=True,
     )
+
+
+@app.command("eval")
+def eval_(
+    input_path: Annotated[
+        Path,
+        typer.Argument(metavar="IN", help="Preference pairs or best-of-N sets (JSONL or Parquet)."),
+    ],
+    pipeline: Annotated[str, typer.Option("--pipeline", "-p")] = "default",
+    config: ConfigOption = None,
+    url: Annotated[
+        str | None, typer.Option(help="Score on a running server instead (http:// or grpc://).")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="REFEREE_API_KEY")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON.")
+    ] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write an HTML report with plots.")
+    ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Count and skip bad lines instead of stopping.")
+    ] = False,
+    chunk_size: Annotated[int, typer.Option(min=2, help="Items per engine call or request.")] = 256,
+    progress: Annotated[bool, typer.Option(help="A progress bar on stderr.")] = True,
+) -> None:
+    """Measure a pipeline on labelled data: accuracy per subset and component, margins,
+    length bias. Prints a Markdown table; --json and --html write the full report."""
+    from referee.errors import RefereeError
+    from referee.eval import EvalDataError, evaluate_file, markdown_table
+    from referee_client.errors import RefereeError as ClientError
+
+    settings = None if url else _load(config)
+    try:
+        report = evaluate_file(
+            input_path, pipeline=pipeline, settings=settings, url=url, api_key=api_key,
+            json_out=json_out, html_out=html_out, skip_bad=skip_bad, chunk_items=chunk_size,
+            progress=progress,
+        )  # fmt: skip
+    except EvalDataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except RefereeError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    except ClientError as exc:
+        typer.echo(f"error: {url}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(markdown_table(report))
+    for bad in report["bad_lines"]:  # type: ignore[attr-defined]
+        typer.echo(f"skipped {input_path}:{bad['line']}: {bad['message']}", err=True)
+    for path in (json_out, html_out):
+        if path is not None:
+            typer.echo(f"wrote {path}", err=True)
 
 
 def main() -> None:

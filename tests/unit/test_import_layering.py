@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "config": 3, "monitors": 3,
     "engine": 4, "batching": 4, "groups": 4,
     "gateway": 5, "http": 5, "grpc": 5, "protocols": 5, "ray": 5, "admin": 5,
+    "eval": 5, "ui": 5,
     "cli": 6,
 }  # fmt: skip
 SDK_LAYER = 0  # referee_client: the wire schema and the SDK

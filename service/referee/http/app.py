@@ -27,6 +27,7 @@ from referee.http._unexpected import AnswerUnexpectedErrors
 from referee.http.routes import router
 from referee.metrics import Metrics
 from referee.protocols import openrlhf
+from referee.ui import router as ui_router
 from referee_client.schema import ConfigApplyRequest, RewardRequest, ScorerReloadRequest
 
 __all__ = ["build_app", "error_response"]
@@ -142,6 +143,7 @@ def build_app(
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(openrlhf.router)
+    app.include_router(ui_router)  # the reward inspector page at /ui
     _document_request_body(app)
 
     @app.middleware("http")
