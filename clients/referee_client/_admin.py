@@ -43,6 +43,8 @@ def reload_call_to_proto(name: str, request: ScorerReloadRequest) -> pb.ReloadSc
 def reload_call_from_proto(msg: pb.ReloadScorerCall) -> tuple[str, ScorerReloadRequest]:
     from google.protobuf import json_format
 
+    from referee_client._convert import _integral
+
     options = json_format.MessageToDict(msg.request.options)
     return msg.name, ScorerReloadRequest.model_validate(
         {"options": _integral(options), "swap": msg.request.swap or "beside"}
@@ -57,6 +59,8 @@ def config_to_proto(request: ConfigApplyRequest) -> pb.ConfigApplyRequest:
 
 def config_from_proto(msg: pb.ConfigApplyRequest) -> ConfigApplyRequest:
     from google.protobuf import json_format
+
+    from referee_client._convert import _integral
 
     config = _integral(json_format.MessageToDict(msg.config))
     return ConfigApplyRequest.model_validate({"config": config, "swap": msg.swap or "beside"})
@@ -91,17 +95,6 @@ def scorers_from_proto(msg: pb.ScorerList) -> ScorerList:
             ]
         }
     )  # fmt: skip
-
-
-def _integral(value: Any) -> Any:
-    """Struct numbers are doubles: integral ones back as ints (a config's `port: 8000`)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
 
 
 # -- the clients ------------------------------------------------------------------------
