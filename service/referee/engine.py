@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from referee.admission import ACCEPTED_AT
 from referee.batching import DynamicBatcher, Pending
 from referee.cache import Breaker, MemoryCache, NullCache, ScoreCache, cache_key
 from referee.cache.redis import RedisCache
@@ -212,6 +213,7 @@ class RewardEngine:
         self._abort = asyncio.Event()  # set when shutting down: waiting requests get 503
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
+        self._admitted_items = 0  # items of the requests being scored now
         self._ready = False
         self._started = False
         self.startup_error: str | None = None
@@ -357,9 +359,15 @@ class RewardEngine:
                         param=f"items[{i}].{field_name}",
                     )
 
-    async def score(self, request: RewardRequest, *, enforce_limits: bool = True) -> RewardResponse:
+    async def score(
+        self, request: RewardRequest, *, enforce_limits: bool = True,
+        accepted_at: float | None = None,
+    ) -> RewardResponse:  # fmt: skip
         """Score one request. ``enforce_limits=False`` is for trusted offline callers (the
-        CLI), where the server's request-size limits protect nothing."""
+        CLI), where the server's request-size limits protect nothing. The deadline counts
+        from ``accepted_at`` (``time.monotonic()``; default: when the gateway accepted the
+        request, ``referee.admission.ACCEPTED_AT``, else now), so time spent waiting at the
+        door and reading the body is part of it."""
         info = self.pipeline(request.pipeline)
         if self._draining:
             raise RefereeError(ErrorKind.NOT_READY, "server is shutting down; retry elsewhere",
@@ -376,12 +384,40 @@ class RewardEngine:
             server_limit = 3600.0
         asked = request.options.timeout_s
         timeout = min(asked, server_limit) if asked is not None else server_limit
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        if accepted_at is None:
+            accepted_at = ACCEPTED_AT.get() if enforce_limits else None
+        deadline = (now if accepted_at is None else min(accepted_at, now)) + timeout
+        if deadline <= now:
+            self.metrics.timeouts.labels(info.name).inc()
+            raise RefereeError(
+                ErrorKind.TIMEOUT,
+                f"request waited {now - deadline + timeout:.2f}s before it could start; its "
+                f"deadline is {timeout:g}s",
+                param="options.timeout_s",
+            )
+        n_items = len(request.items)
+        if (
+            enforce_limits
+            and self._admitted_items
+            and (self._admitted_items + n_items > self.settings.server.max_admitted_items)
+        ):
+            self.metrics.admission_refused.labels("items").inc()
+            raise RefereeError(
+                ErrorKind.OVERLOADED,
+                f"server overloaded: {self._admitted_items} items are being scored (limit "
+                f"{self.settings.server.max_admitted_items}); retry later",
+                retry_after_s=1.0,
+            )
+        self._admitted_items += n_items
         work = asyncio.ensure_future(self._score(info, request, deadline))
         abort = asyncio.ensure_future(self._abort.wait())
         try:
-            await asyncio.wait({work, abort}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {work, abort}, timeout=deadline - now, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
+            self._admitted_items -= n_items
             abort.cancel()
             if not work.done():
                 work.cancel()

@@ -140,6 +140,26 @@ class Metrics:
             "referee_request_timeouts", "Requests that hit their deadline.", ["pipeline"],
             registry=r,
         )  # fmt: skip
+        self.admission_refused = Counter(
+            "referee_admission_refused",
+            "Reward requests refused at the door (429) before their body was read, by reason: "
+            "wait (could not start within the wait limit or deadline), bytes (memory bound), "
+            "items (item bound).",
+            ["reason"],
+            registry=r,
+        )
+        self.admission_in_service = Gauge(
+            "referee_admission_in_service", "Reward requests being served now.", registry=r
+        )
+        self.admission_waiting = Gauge(
+            "referee_admission_waiting", "Reward requests waiting at the door for a slot.",
+            registry=r,
+        )  # fmt: skip
+        self.admission_limit = Gauge(
+            "referee_admission_limit",
+            "Reward requests allowed in service at once now (follows the event loop's lag).",
+            registry=r,
+        )
         self.judge_guard_hits = Counter(
             "referee_judge_guard_hits",
             "Responses the judge guard scored with its floor without calling the judge, by "

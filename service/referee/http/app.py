@@ -16,9 +16,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from referee import __version__
+from referee.admission import AdmissionController
 from referee.config import Settings
 from referee.engine import RewardEngine
 from referee.errors import HTTP_STATUS, ErrorKind, RefereeError
+from referee.http.admission import AdmissionMiddleware
 from referee.http.routes import router
 from referee.metrics import Metrics
 from referee.protocols import openrlhf
@@ -118,6 +120,7 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
                 with contextlib.suppress(asyncio.CancelledError):
                     await starter
             access_log.removeFilter(redact)
+            await app.state.admission.close()
             await engine.close(grace_s=2.0)
 
     app = FastAPI(
@@ -133,6 +136,8 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
     app.include_router(router)
     app.include_router(openrlhf.router)
     _document_request_body(app)
+    admission = AdmissionController(settings.server, metrics)
+    app.state.admission = admission
 
     @app.middleware("http")
     async def _count_reward_requests(
@@ -180,4 +185,6 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
             RefereeError(ErrorKind.INTERNAL, f"internal error ({type(exc).__name__}); see logs")
         )
 
+    # Outermost: a refused request costs its head only, never its body or a JSON parse.
+    app.add_middleware(AdmissionMiddleware, controller=admission, error_response=error_response)
     return app

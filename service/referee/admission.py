@@ -1,0 +1,232 @@
+"""Admission control: decide at the door, before a body is read, whether a request can be
+served within its deadline, and refuse it at once (429 with Retry-After) when not.
+
+A request is admitted into a FIFO of bounded *predicted* wait: the work admitted ahead of
+it (the body bytes of requests in service and waiting) divided by the measured throughput
+(bytes finished per second of busy time). A request predicted to finish after its deadline
+(``request_timeout_s`` from acceptance) or to wait longer than ``max_queue_wait_s``, or
+that would take the admitted bytes over ``max_admitted_bytes``, is refused without
+waiting; one that waits and still has no slot when its wait runs out is refused then.
+
+The slots (requests in service at once) follow the event loop: when it lags *and* the
+loop thread itself is busy (our own work, not other threads or processes) the limit
+shrinks; when it is responsive and requests wait, it grows back, up to
+``max_concurrent_requests``. A saturated loop answers every event late, rejections
+included; short turns keep rejections fast, and a few requests in service keep a
+CPU-bound loop as busy as many, while scorer-bound pipelines (a model, a process pool)
+keep many in service for full batches.
+
+``ACCEPTED_AT`` carries the moment the current request was accepted (``time.monotonic``)
+to the engine, whose deadline counts from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from referee.config import ServerSettings
+from referee.errors import ErrorKind, RefereeError
+from referee.metrics import Metrics
+
+__all__ = ["ACCEPTED_AT", "AdmissionController", "Ticket"]
+
+ACCEPTED_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "referee_accepted_at", default=None
+)
+
+LAG_HIGH_S = 0.02  # loop lag above which the concurrency limit shrinks
+LAG_LOW_S = 0.005  # below which (with requests waiting) it grows
+_TICK_S = 0.01
+_MIN_LIMIT = 2
+_BUSY_SHARE = 0.6
+_RATE_WINDOW_S = 0.5  # busy seconds per throughput sample
+
+
+@dataclass(eq=False)
+class _Waiter:
+    size: int
+    future: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Ticket:
+    """An admitted request's hold on a slot and its bytes; ``release()`` once, when done."""
+
+    def __init__(self, controller: AdmissionController, size: int) -> None:
+        self._controller = controller
+        self.size = size
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._controller._release(self.size)
+
+
+class AdmissionController:
+    def __init__(self, server: ServerSettings, metrics: Metrics | None = None) -> None:
+        self.max_limit = server.max_concurrent_requests
+        self.limit = min(8, self.max_limit)
+        self.max_wait_s = math.inf if server.max_queue_wait_s is None else server.max_queue_wait_s
+        self.max_bytes = server.max_admitted_bytes
+        self.max_request_bytes = server.max_request_bytes
+        self.request_timeout_s = server.request_timeout_s
+        self.metrics = metrics
+        self.in_service = 0
+        self.in_service_bytes = 0
+        self.waiting_bytes = 0
+        self._waiters: deque[_Waiter] = deque()
+        self.rate: float | None = None  # bytes per busy second, measured
+        self._done_bytes = 0
+        self._busy_s = 0.0
+        self._busy_since: float | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self.lag_s = 0.0
+
+    @property
+    def admitted_bytes(self) -> int:
+        return self.in_service_bytes + self.waiting_bytes
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def predicted_wait_s(self, extra_bytes: int = 0) -> float:
+        """Seconds until the work admitted now (plus ``extra_bytes``) is done, at the
+        measured throughput; 0 while nothing has been measured yet."""
+        if not self.rate:
+            return 0.0
+        return (self.admitted_bytes + extra_bytes) / self.rate
+
+    async def admit(self, size: int, accepted_at: float) -> Ticket:
+        """A slot for a request of ``size`` body bytes accepted at ``accepted_at``, or
+        RefereeError(OVERLOADED) with a retry hint, at once or when its wait runs out."""
+        self._ensure_monitor()
+        now = time.monotonic()
+        if self.admitted_bytes + size > self.max_bytes and self.admitted_bytes > 0:
+            self._refuse("bytes", "admitted request bodies are at the memory bound",
+                         self.predicted_wait_s())  # fmt: skip
+        budget = min(self.max_wait_s, self.request_timeout_s - (now - accepted_at))
+        if self.in_service < self.limit and not self._waiters:
+            return self._enter(size)
+        predicted = self.predicted_wait_s(size) - self._in_service_share()
+        if budget <= 0 or predicted > budget:
+            limit = max(budget, 0.0)
+            message = f"the work ahead would take ~{predicted:.1f}s; the wait limit is {limit:g}s"
+            self._refuse("wait", message, predicted - limit)
+        waiter = _Waiter(size)
+        self._waiters.append(waiter)
+        self.waiting_bytes += size
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.future), budget)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if waiter.future.done() and not waiter.future.cancelled():
+                self._release(size, served=False)  # admitted as the wait ended: hand it on
+            else:
+                waiter.future.cancel()
+                self._waiters.remove(waiter)
+                self.waiting_bytes -= size
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self._refuse("wait", f"no slot within {budget:g}s", self.predicted_wait_s())
+        return Ticket(self, size)
+
+    def _in_service_share(self) -> float:
+        """The part of the prediction already being worked on: half of the in-service
+        bytes, on average, are done."""
+        if not self.rate:
+            return 0.0
+        return 0.5 * self.in_service_bytes / self.rate
+
+    def _refuse(self, reason: str, message: str, retry_after_s: float) -> None:
+        if self.metrics is not None:
+            self.metrics.admission_refused.labels(reason).inc()
+        raise RefereeError(
+            ErrorKind.OVERLOADED,
+            f"server overloaded: {message}; retry later",
+            retry_after_s=max(1.0, min(retry_after_s, 60.0)) if math.isfinite(retry_after_s)
+            else 1.0,
+        )  # fmt: skip
+
+    def _enter(self, size: int) -> Ticket:
+        if self.in_service == 0:
+            self._busy_since = time.monotonic()
+        self.in_service += 1
+        self.in_service_bytes += size
+        self._gauges()
+        return Ticket(self, size)
+
+    def _release(self, size: int, *, served: bool = True) -> None:
+        self.in_service -= 1
+        self.in_service_bytes -= size
+        if served:
+            self._done_bytes += size
+        if self.in_service == 0 and self._busy_since is not None:
+            self._busy_s += time.monotonic() - self._busy_since
+            self._busy_since = None
+        self._sample_rate()
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_service < self.limit:
+            waiter = self._waiters.popleft()
+            self.waiting_bytes -= waiter.size
+            if waiter.future.done():
+                continue
+            self._enter(waiter.size)
+            waiter.future.set_result(None)
+        self._gauges()
+
+    def _sample_rate(self) -> None:
+        busy = self._busy_s
+        if self._busy_since is not None:
+            busy += time.monotonic() - self._busy_since
+        if busy < _RATE_WINDOW_S:
+            return
+        sample = self._done_bytes / busy
+        self.rate = sample if self.rate is None else 0.6 * self.rate + 0.4 * sample
+        self._done_bytes = 0
+        self._busy_s = 0.0
+        if self._busy_since is not None:
+            self._busy_since = time.monotonic()
+
+    def _gauges(self) -> None:
+        if self.metrics is not None:
+            self.metrics.admission_in_service.set(self.in_service)
+            self.metrics.admission_waiting.set(len(self._waiters))
+            self.metrics.admission_limit.set(self.limit)
+
+    # -- the concurrency limit follows the event loop's lag ------------------------------
+    def _ensure_monitor(self) -> None:
+        if self._monitor is None or self._monitor.done():
+            self._monitor = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    async def _watch_loop(self) -> None:
+        while True:
+            before, cpu_before = time.monotonic(), time.thread_time()
+            await asyncio.sleep(_TICK_S)
+            wall = time.monotonic() - before
+            self.lag_s = wall - _TICK_S
+            # The loop thread's own CPU share: lag with a busy loop is our work; lag with an
+            # idle one is other threads or processes, which fewer requests would not help.
+            busy = (time.thread_time() - cpu_before) / wall
+            if self.lag_s > LAG_HIGH_S and busy > _BUSY_SHARE and self.limit > _MIN_LIMIT:
+                self.limit = max(_MIN_LIMIT, int(self.limit * 0.75))
+            elif (self.lag_s < LAG_LOW_S and self._waiters and self.in_service >= self.limit
+                  and self.limit < self.max_limit):  # fmt: skip
+                self.limit += 1
+                self._wake()
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+            self._monitor = None
