@@ -3,8 +3,9 @@ served within its deadline, and refuse it at once (429 with Retry-After) when no
 
 A request is admitted into a FIFO of bounded *predicted* wait: the work admitted ahead of
 it (the body bytes of requests in service and waiting) divided by the measured throughput
-(bytes finished per second of busy time). A request predicted to finish after its deadline
-(``request_timeout_s`` from acceptance) or to wait longer than ``max_queue_wait_s``, or
+(bytes finished per second of busy time). A request predicted to need more than half of
+its deadline (``request_timeout_s`` from acceptance: the other half is headroom for
+misprediction) or to wait longer than ``max_queue_wait_s``, or
 that would take the admitted bytes over ``max_admitted_bytes``, is refused without
 waiting; one that waits and still has no slot when its wait runs out is refused then.
 
@@ -34,12 +35,16 @@ from referee.config import ServerSettings
 from referee.errors import ErrorKind, RefereeError
 from referee.metrics import Metrics
 
-__all__ = ["ACCEPTED_AT", "AdmissionController", "Ticket"]
+__all__ = ["ACCEPTED_AT", "ADMISSION_STATE", "AdmissionController", "Ticket"]
 
 ACCEPTED_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "referee_accepted_at", default=None
 )
 
+DEADLINE_SHARE = 0.5  # of its remaining deadline a request may be predicted to need: the
+# rest is headroom for a throughput that drops while the request waits
+# The key of the controller in the ASGI lifespan state (what the HTTP protocol reads).
+ADMISSION_STATE = "referee_admission"
 LAG_HIGH_S = 0.02  # loop lag above which the concurrency limit shrinks
 LAG_LOW_S = 0.005  # below which (with requests waiting) it grows
 _TICK_S = 0.01
@@ -105,22 +110,38 @@ class AdmissionController:
             return 0.0
         return (self.admitted_bytes + extra_bytes) / self.rate
 
-    async def admit(self, size: int, accepted_at: float) -> Ticket:
-        """A slot for a request of ``size`` body bytes accepted at ``accepted_at``, or
-        RefereeError(OVERLOADED) with a retry hint, at once or when its wait runs out."""
-        self._ensure_monitor()
-        now = time.monotonic()
+    def refusal(self, size: int, accepted_at: float) -> RefereeError | None:
+        """The refusal for a request of ``size`` body bytes accepted at ``accepted_at``
+        that cannot be admitted now (memory bound, or predicted to miss its deadline or
+        the wait limit), counted; None when it may be admitted or wait. The HTTP protocol
+        asks this as soon as a head has arrived, and answers without starting the app."""
         if self.admitted_bytes + size > self.max_bytes and self.admitted_bytes > 0:
-            self._refuse("bytes", "admitted request bodies are at the memory bound",
-                         self.predicted_wait_s())  # fmt: skip
-        budget = min(self.max_wait_s, self.request_timeout_s - (now - accepted_at))
+            return self._refusal("bytes", "admitted request bodies are at the memory bound",
+                                 self.predicted_wait_s())  # fmt: skip
         if self.in_service < self.limit and not self._waiters:
-            return self._enter(size)
+            return None
+        budget = self._budget(accepted_at)
         predicted = self.predicted_wait_s(size) - self._in_service_share()
         if budget <= 0 or predicted > budget:
             limit = max(budget, 0.0)
             message = f"the work ahead would take ~{predicted:.1f}s; the wait limit is {limit:g}s"
-            self._refuse("wait", message, predicted - limit)
+            return self._refusal("wait", message, predicted - limit)
+        return None
+
+    def _budget(self, accepted_at: float) -> float:
+        remaining = self.request_timeout_s - (time.monotonic() - accepted_at)
+        return min(self.max_wait_s, DEADLINE_SHARE * remaining)
+
+    async def admit(self, size: int, accepted_at: float) -> Ticket:
+        """A slot for a request of ``size`` body bytes accepted at ``accepted_at``, or
+        RefereeError(OVERLOADED) with a retry hint, at once or when its wait runs out."""
+        self._ensure_monitor()
+        refused = self.refusal(size, accepted_at)
+        if refused is not None:
+            raise refused
+        if self.in_service < self.limit and not self._waiters:
+            return self._enter(size)
+        budget = self._budget(accepted_at)
         waiter = _Waiter(size)
         self._waiters.append(waiter)
         self.waiting_bytes += size
@@ -135,7 +156,9 @@ class AdmissionController:
                 self.waiting_bytes -= size
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            self._refuse("wait", f"no slot within {budget:g}s", self.predicted_wait_s())
+            raise self._refusal(
+                "wait", f"no slot within {budget:g}s", self.predicted_wait_s()
+            ) from None
         return Ticket(self, size)
 
     def _in_service_share(self) -> float:
@@ -145,14 +168,13 @@ class AdmissionController:
             return 0.0
         return 0.5 * self.in_service_bytes / self.rate
 
-    def _refuse(self, reason: str, message: str, retry_after_s: float) -> None:
+    def _refusal(self, reason: str, message: str, retry_after_s: float) -> RefereeError:
         if self.metrics is not None:
             self.metrics.admission_refused.labels(reason).inc()
-        raise RefereeError(
-            ErrorKind.OVERLOADED,
-            f"server overloaded: {message}; retry later",
-            retry_after_s=max(1.0, min(retry_after_s, 60.0)) if math.isfinite(retry_after_s)
-            else 1.0,
+        retry = max(1.0, min(retry_after_s, 60.0)) if math.isfinite(retry_after_s) else 1.0
+        return RefereeError(
+            ErrorKind.OVERLOADED, f"server overloaded: {message}; retry later",
+            retry_after_s=retry,
         )  # fmt: skip
 
     def _enter(self, size: int) -> Ticket:

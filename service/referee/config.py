@@ -95,9 +95,9 @@ class ServerSettings(_Section):
     max_queue_wait_s: float | None = Field(
         default=None, ge=0, le=3600,
         description="Longest a request may wait at the door for a slot; null: as long as "
-        "it can still finish within request_timeout_s. A request predicted to finish later "
-        "(from the work admitted ahead of it and the measured throughput) is refused at once "
-        "with 429 and Retry-After.",
+        "it is predicted to finish within half of request_timeout_s (the rest is headroom). "
+        "A request predicted to need longer (from the work admitted ahead of it and the "
+        "measured throughput) is refused at once with 429 and Retry-After.",
     )  # fmt: skip
     max_admitted_bytes: int = Field(
         default=256 * 1024 * 1024, gt=0,

@@ -42,7 +42,7 @@ async def test_deadline_counts_the_time_spent_waiting_at_the_door() -> None:
     assert a.status_code == 200, a.text
     assert b.status_code == 504, b.text
     assert b.json()["error"]["type"] == "timeout"
-    assert b_s < 0.65, f"answered after {b_s:.2f}s, past its 0.5 s deadline"
+    assert b_s < 0.75, f"answered after {b_s:.2f}s, past its 0.5 s deadline"
 
 
 async def test_a_request_that_cannot_finish_in_time_is_refused_at_once() -> None:

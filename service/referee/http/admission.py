@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -12,10 +12,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from referee.admission import ACCEPTED_AT, AdmissionController
 from referee.errors import RefereeError
 
-__all__ = ["AdmissionMiddleware", "is_reward_path"]
+__all__ = ["AdmissionMiddleware", "body_size", "is_reward_path"]
 
 # What a body without Content-Length (chunked) is counted as until it has been read.
 _UNKNOWN_SIZE = 64 * 1024
+
+
+def body_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The Content-Length of a head, or what a body of unknown length counts as."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else _UNKNOWN_SIZE
+    return _UNKNOWN_SIZE
 
 
 def is_reward_path(path: str) -> bool:
@@ -42,11 +50,7 @@ class AdmissionMiddleware:
         accepted_at = state.get("accepted_at")  # stamped by the protocol at the first byte
         if not isinstance(accepted_at, float):
             accepted_at = state["accepted_at"] = time.monotonic()
-        size = _UNKNOWN_SIZE
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                size = int(value) if value.isdigit() else _UNKNOWN_SIZE
-                break
+        size = body_size(scope["headers"])
         if size > self.controller.max_request_bytes:  # the route answers 413 from the header
             await self.app(scope, receive, send)
             return

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from referee import __version__
-from referee.admission import AdmissionController
+from referee.admission import ADMISSION_STATE, AdmissionController
 from referee.config import Settings
 from referee.engine import RewardEngine
 from referee.errors import HTTP_STATUS, ErrorKind, RefereeError
@@ -91,7 +91,7 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
     engine = engine or RewardEngine(settings, metrics)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         async def start() -> None:
             with contextlib.suppress(Exception):  # recorded in engine.startup_error
                 await engine.start()
@@ -111,7 +111,7 @@ def build_app(settings: Settings, *, engine: RewardEngine | None = None) -> Fast
         starter = asyncio.create_task(start())
         app.state.starter = starter
         try:
-            yield
+            yield {ADMISSION_STATE: admission}  # the HTTP protocol refuses from the head
         finally:
             if gateway is not None:  # calls in flight are answered by the engine at the grace
                 await gateway.stop(grace_s=server.shutdown_grace_s + 1.0)

@@ -31,11 +31,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from referee.admission import ADMISSION_STATE, AdmissionController
 from referee.config import ServerSettings
+from referee.http.admission import body_size, is_reward_path
 
 __all__ = ["ConnectionLimits", "GuardedHttpProtocol", "RefereeUvicornConfig"]
 
@@ -66,19 +69,22 @@ class RefereeUvicornConfig(uvicorn.Config):
         self.connection_limits = connection_limits
 
 
-def _response(status: int, reason: str, kind: str, message: str) -> bytes:
+def _response(status: int, reason: str, kind: str, message: str, *, keep_alive: bool = False,
+              retry_after_s: int | None = None) -> bytes:  # fmt: skip
     body = json.dumps({"error": {"type": kind, "message": message, "param": None}}).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n"
+        f"content-length: {len(body)}\r\n"
     )
-    if status == 503:
-        head += "retry-after: 1\r\n"
+    if not keep_alive:
+        head += "connection: close\r\n"
+    if retry_after_s is not None:
+        head += f"retry-after: {retry_after_s}\r\n"
     return head.encode() + b"\r\n" + body
 
 
 _TOO_MANY = _response(503, "Service Unavailable", "overloaded",
-                      "too many open connections; retry shortly")  # fmt: skip
+                      "too many open connections; retry shortly", retry_after_s=1)  # fmt: skip
 _HEAD_TOO_LARGE = _response(431, "Request Header Fields Too Large", "bad_request",
                             "request head is too large")  # fmt: skip
 
@@ -107,8 +113,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.limits: ConnectionLimits = limits or ConnectionLimits()
         self._registry = _REGISTRIES.setdefault(id(server_state), _Registry())
         self._timer: asyncio.TimerHandle | None = None
-        self._head_bytes = 0
-        self._in_head = True  # reading a request head (or waiting for one to start)
+        self._head_bytes = 0  # request line and header bytes of the request being read
+        self._discarding = False  # reading the body of a request refused at the door
+        self._reading_head = True  # between requests or in a head: bytes count as head
+        self._raw_head_bytes = 0
 
     # -- connection lifecycle -----------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -152,41 +160,108 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._arm(seconds, what)
             return
         cycle = self.cycle
-        if cycle is None or cycle.response_complete or not cycle.response_started:
+        if what == "head":  # unless an earlier (pipelined) request is still being answered
+            answer = cycle is None or cycle.response_complete
+        else:  # unless this request was answered already (refused before its body was read)
+            answer = cycle is not None and not cycle.response_started
+        if answer:
             self.transport.write(_timed_out(what, seconds))
         self.transport.close()
 
     # -- parser callbacks -----------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            self._head_bytes += len(data)
+        if self.transport.is_closing():  # refused or timed out: read no further
+            return
+        if self._reading_head:
+            self._raw_head_bytes += len(data)
         super().data_received(data)
-        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
-            if not self.transport.is_closing():
-                self.transport.write(_HEAD_TOO_LARGE)
-                self.transport.close()
+        if self._reading_head and self._raw_head_bytes > self.limits.max_header_bytes:
+            self._head_bytes = self._raw_head_bytes  # a head still arriving, already too large
+            self._refused_head()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["state"]["accepted_at"] = time.monotonic()
-        if not self._in_head or self._timer is None:  # a keep-alive connection's next request
-            self._in_head = True
+        self._head_bytes = 0
+        if self._timer is None:  # not the connection's first request: its head starts now
             self._arm(self.limits.header_read_timeout_s, "head")
 
+    def on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes <= self.limits.max_header_bytes:  # past it: refused, not kept
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._raw_head_bytes = 0
         self._registry.idle.pop(self, None)  # a request is under way: not evictable
-        self._in_head = False
-        self._head_bytes = 0
+        if self._refused_head():
+            return
         self._arm(self.limits.body_read_timeout_s, "body")
+        if self._refused_at_door():
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._discarding and self._head_bytes <= self.limits.max_header_bytes:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._cancel()
-        super().on_message_complete()
+        self._reading_head = True  # what comes next is the next request's head
+        if self._discarding:  # the body of a request refused at the door: now idle
+            self._discarding = False
+            if not self.transport.is_closing():
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
+                self._registry.idle[self] = None
+        elif self._head_bytes <= self.limits.max_header_bytes:
+            super().on_message_complete()
+
+    def _refused_at_door(self) -> bool:
+        """Admission's immediate refusal of a reward request, answered here, from its
+        head: no app task, no body read (it is discarded as it arrives), no JSON."""
+        admission = self.app_state.get(ADMISSION_STATE)
+        if not isinstance(admission, AdmissionController) or self.parser.get_method() != b"POST":
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False  # an earlier pipelined request is still being answered
+        if not is_reward_path(httptools.parse_url(self.url).path.decode("latin-1")):
+            return False
+        size = body_size(self.headers)
+        if size > admission.max_request_bytes:
+            return False  # the route answers 413
+        refused = admission.refusal(size, self.scope["state"]["accepted_at"])
+        if refused is None:
+            return False
+        keep_alive = self.parser.should_keep_alive() and not self.expect_100_continue
+        retry = round(refused.retry_after_s or 1.0)
+        self.transport.write(_response(429, "Too Many Requests", refused.kind.value,
+                                       refused.message, keep_alive=keep_alive,
+                                       retry_after_s=retry))  # fmt: skip
+        if keep_alive:
+            self._discarding = True
+        else:
+            self._cancel()
+            self.transport.close()
+        return True
+
+    def _refused_head(self) -> bool:
+        """A head over ``max_header_bytes``: answer 431 and close (once)."""
+        if self._head_bytes <= self.limits.max_header_bytes:
+            return False
+        if not self.transport.is_closing():
+            self._cancel()
+            self.transport.write(_HEAD_TOO_LARGE)
+            self.transport.close()
+        return True
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing() and not self.pipeline:
-            self._in_head = True
-            self._head_bytes = 0
             self._registry.idle[self] = None  # uvicorn's keep-alive timer runs from here
