@@ -17,7 +17,7 @@ tree, and wrong rewards: every returned reward is checked against its known righ
   built from templates whose reward is known (computed once in-process, and checked not to
   depend on the unique number each item carries so that no two items are alike).
 - rules-2workers: the same with ``server.workers: 2``.
-- model: 16 items a request through the all-MiniLM-L6-v2 classifier (tests/models.py);
+- model: ``--model-per-request`` items a request through the all-MiniLM-L6-v2 classifier (tests/models.py);
   right values come from scoring every accepted item again in-process afterwards.
 Client: a minimal HTTP/1.1 client on asyncio streams (httpx costs more CPU per request
 than the server's rejections, and shares the same cores). Writes results/overload.json.
@@ -176,8 +176,8 @@ async def one(client: Client, work: Workload, k: int, t0: float) -> Outcome:
     sent = time.perf_counter()
     try:
         status, headers, payload = await client.post(body)
-    except (OSError, asyncio.IncompleteReadError):
-        return Outcome(sent - t0, time.perf_counter() - sent, 0)
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        return Outcome(sent - t0, time.perf_counter() - sent, 0, reason=type(exc).__name__)
     out = Outcome(sent - t0, time.perf_counter() - sent, status, "retry-after" in headers)
     if status == 200:
         out.rewards = [r["reward"] for r in json.loads(payload)["results"]]
@@ -237,6 +237,30 @@ async def sample_rss(pid: int, peak: list[float], stop_event: asyncio.Event) -> 
         await asyncio.sleep(0.25)
 
 
+async def server_loop_lag(host: str, port: int) -> dict[str, float]:
+    """Share of the server's 10 ms loop-timer samples that ran more than N ms late."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    text = (await reader.read()).decode()
+    writer.close()
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("referee_event_loop_lag_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets[le] = float(line.rsplit(" ", 1)[1])
+    total = buckets.get("+Inf", 0.0) or 1.0
+    return {f"{float(le) * 1000:g}": round(1 - n / total, 4) for le, n in buckets.items()
+            if le in ("0.025", "0.05", "0.1", "0.5", "1.0")}  # fmt: skip
+
+
+async def client_lag(lags: list[float], stop_event: asyncio.Event) -> None:
+    """The load generator's own event-loop lag: what it adds to every latency measured."""
+    while not stop_event.is_set():
+        t = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lags.append(time.perf_counter() - t - 0.01)
+
+
 async def drive(url: str, pid: int, work: Workload, args: argparse.Namespace) -> dict[str, object]:
     host, port = url.removeprefix("http://").split(":")
     client = Client(host, int(port))
@@ -247,10 +271,14 @@ async def drive(url: str, pid: int, work: Workload, args: argparse.Namespace) ->
     capacity = len(ok) / args.capacity_s
     baseline = tree_rss_mb(pid)
     peak, done = [baseline], asyncio.Event()
+    lags: list[float] = []
     sampler = asyncio.create_task(sample_rss(pid, peak, done))
+    lagger = asyncio.create_task(client_lag(lags, done))
     outcomes = await open_loop(client, work, args.factor * capacity, args.overload_s, k)
     done.set()
     await sampler
+    await lagger
+    server_lag = await server_loop_lag(host, int(port))
     accepted = [o for o in outcomes if o.status == 200]
     rejected = [o for o in outcomes if o.status in (429, 503)]
     in_time = [o for o in accepted if o.seconds <= work.deadline_s]
@@ -280,6 +308,10 @@ async def drive(url: str, pid: int, work: Workload, args: argparse.Namespace) ->
         "rejection_p99_ms": 1000 * percentile(rejections, 0.99),
         "rejection_max_ms": 1000 * max(rejections),
         "rejections_with_retry_after": sum(o.retry_after for o in rejected),
+        "client_loop_lag_p50_ms": 1000 * percentile(lags, 0.5),
+        "client_loop_lag_p99_ms": 1000 * percentile(lags, 0.99),
+        "client_loop_lag_max_ms": 1000 * max(lags),
+        "server_loop_lag_share_over_ms": server_lag,
         "rss_mb_before_overload": baseline, "rss_mb_peak_during_overload": peak[0],
         "rewards_checked": len(checked), "wrong_rewards": wrong,
         "failed_items_no_reward": sum(r is None for _, _, r in checked),
@@ -312,6 +344,7 @@ async def count_wrong(work: Workload, got: list[tuple[int, float | None]]) -> in
 def scenario(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     env = {"REFEREE_SERVER__REQUEST_TIMEOUT_S": str(args.deadline_s),
            "REFEREE_SERVER__LOG_LEVEL": "warning"}  # fmt: skip
+    env.update(item.split("=", 1) for item in args.server_env)
     if name.startswith("rules"):
         templates = rule_templates()
         expected = asyncio.run(expected_rule_rewards(templates))
@@ -325,7 +358,8 @@ def scenario(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, object
 
         model_dir = save_minilm_head(tmp / "rm", "sequence", num_labels=1)
         config = classifier_config(model_dir)
-        work = Workload("rm", 16, args.deadline_s)
+        work = Workload("rm", args.model_per_request, args.model_deadline_s)
+        env["REFEREE_SERVER__REQUEST_TIMEOUT_S"] = str(args.model_deadline_s)
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     work.sent_items = {"config": str(path)}  # type: ignore[dict-item]
@@ -346,6 +380,15 @@ def main() -> None:
     parser.add_argument("--factor", type=float, default=4.0)
     parser.add_argument("--deadline-s", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--model-per-request", type=int, default=8)
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the server, e.g. REFEREE_SERVER__...",
+    )
+    parser.add_argument("--model-deadline-s", type=float, default=20.0)
     args = parser.parse_args()
     try:
         import uvloop

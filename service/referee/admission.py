@@ -7,7 +7,8 @@ it (the body bytes of requests in service and waiting) divided by the measured t
 its deadline (``request_timeout_s`` from acceptance: the other half is headroom for
 misprediction) or to wait longer than ``max_queue_wait_s``, or
 that would take the admitted bytes over ``max_admitted_bytes``, is refused without
-waiting; one that waits and still has no slot when its wait runs out is refused then.
+waiting. One admitted to wait is not refused later: it waits for a slot until its deadline
+(then 504, as a request in service would get) or until ``max_queue_wait_s`` if set.
 
 The slots (requests in service at once) follow the event loop: when it lags *and* the
 loop thread itself is busy (our own work, not other threads or processes) the limit
@@ -50,7 +51,7 @@ LAG_LOW_S = 0.005  # below which (with requests waiting) it grows
 _TICK_S = 0.01
 _MIN_LIMIT = 2
 _BUSY_SHARE = 0.6
-_RATE_WINDOW_S = 0.5  # busy seconds per throughput sample
+_RATE_WINDOW_S = 1.0  # busy seconds per throughput sample
 
 
 @dataclass(eq=False)
@@ -89,11 +90,13 @@ class AdmissionController:
         self.waiting_bytes = 0
         self._waiters: deque[_Waiter] = deque()
         self.rate: float | None = None  # bytes per busy second, measured
+        self._smoothed: float | None = None
         self._done_bytes = 0
         self._busy_s = 0.0
         self._busy_since: float | None = None
         self._monitor: asyncio.Task[None] | None = None
         self.lag_s = 0.0
+        self.busy_share = 0.0  # of the loop thread's time spent on CPU, smoothed
 
     @property
     def admitted_bytes(self) -> int:
@@ -141,12 +144,15 @@ class AdmissionController:
             raise refused
         if self.in_service < self.limit and not self._waiters:
             return self._enter(size)
-        budget = self._budget(accepted_at)
+        # Admitted to wait: until a slot frees, or its deadline (then 504, as for a request
+        # in service), or max_queue_wait_s when the operator set one (then 429).
+        remaining = self.request_timeout_s - (time.monotonic() - accepted_at)
+        wait_s = min(self.max_wait_s, remaining)
         waiter = _Waiter(size)
         self._waiters.append(waiter)
         self.waiting_bytes += size
         try:
-            await asyncio.wait_for(asyncio.shield(waiter.future), budget)
+            await asyncio.wait_for(asyncio.shield(waiter.future), max(wait_s, 0.0))
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             if waiter.future.done() and not waiter.future.cancelled():
                 self._release(size, served=False)  # admitted as the wait ended: hand it on
@@ -156,8 +162,14 @@ class AdmissionController:
                 self.waiting_bytes -= size
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise self._refusal(
-                "wait", f"no slot within {budget:g}s", self.predicted_wait_s()
+            if wait_s < remaining:
+                raise self._refusal(
+                    "wait", f"no slot within {wait_s:g}s", self.predicted_wait_s()
+                ) from None
+            raise RefereeError(
+                ErrorKind.TIMEOUT,
+                f"request waited its whole deadline ({self.request_timeout_s:g}s) for a slot",
+                param="options.timeout_s",
             ) from None
         return Ticket(self, size)
 
@@ -213,7 +225,10 @@ class AdmissionController:
         if busy < _RATE_WINDOW_S:
             return
         sample = self._done_bytes / busy
-        self.rate = sample if self.rate is None else 0.6 * self.rate + 0.4 * sample
+        self._smoothed = sample if self._smoothed is None else 0.7 * self._smoothed + 0.3 * sample
+        # Predict with the lower of the smoothed rate and the latest: a burst of completions
+        # must not admit more than the server can finish in time.
+        self.rate = min(self._smoothed, sample)
         self._done_bytes = 0
         self._busy_s = 0.0
         if self._busy_since is not None:
@@ -236,15 +251,21 @@ class AdmissionController:
             await asyncio.sleep(_TICK_S)
             wall = time.monotonic() - before
             self.lag_s = wall - _TICK_S
-            # The loop thread's own CPU share: lag with a busy loop is our work; lag with an
-            # idle one is other threads or processes, which fewer requests would not help.
+            # The loop thread's own CPU share (smoothed): lag with a busy loop is our own
+            # work, which fewer requests in service shortens; lag with an idle loop is other
+            # threads or processes, which it would not. More requests in service help only
+            # while the loop has CPU to spare.
             busy = (time.thread_time() - cpu_before) / wall
-            if self.lag_s > LAG_HIGH_S and busy > _BUSY_SHARE and self.limit > _MIN_LIMIT:
+            if self.metrics is not None:
+                self.metrics.event_loop_lag.observe(max(self.lag_s, 0.0))
+            self.busy_share += 0.2 * (busy - self.busy_share)
+            if self.lag_s > LAG_HIGH_S and self.busy_share > _BUSY_SHARE:
                 self.limit = max(_MIN_LIMIT, int(self.limit * 0.75))
-            elif (self.lag_s < LAG_LOW_S and self._waiters and self.in_service >= self.limit
-                  and self.limit < self.max_limit):  # fmt: skip
+            elif (self.lag_s < LAG_LOW_S and self.busy_share < _BUSY_SHARE and self._waiters
+                  and self.in_service >= self.limit and self.limit < self.max_limit):  # fmt: skip
                 self.limit += 1
                 self._wake()
+            self._gauges()
 
     async def close(self) -> None:
         if self._monitor is not None:

@@ -55,7 +55,7 @@ def test_overload_is_refused_from_the_head_with_retry_after(tmp_path: Path) -> N
     config.write_text(CONFIG)
     with running_server("--config", str(config)) as (url, _):
         with httpx.Client(base_url=url, timeout=10) as client:
-            for i in range(3):  # the throughput is measured over 0.5 s of busy time
+            for i in range(3):  # the throughput is measured over 1 s of busy time
                 assert client.post("/v1/rewards", content=body(f"warm{i}")).status_code == 200
         address = urlsplit(url)
         where = (address.hostname or "127.0.0.1", address.port or 80)
