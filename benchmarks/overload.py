@@ -279,6 +279,9 @@ async def drive(url: str, pid: int, work: Workload, args: argparse.Namespace) ->
     await sampler
     await lagger
     server_lag = await server_loop_lag(host, int(port))
+    await asyncio.sleep(2.0)  # answered or timed out: the backlog is gone
+    after, _ = await closed_loop(client, work, args.clients, args.capacity_s, 10**7)
+    capacity_after = sum(o.status == 200 for o in after) / args.capacity_s
     accepted = [o for o in outcomes if o.status == 200]
     rejected = [o for o in outcomes if o.status in (429, 503)]
     in_time = [o for o in accepted if o.seconds <= work.deadline_s]
@@ -294,6 +297,7 @@ async def drive(url: str, pid: int, work: Workload, args: argparse.Namespace) ->
     rejections = [o.seconds for o in rejected] or [float("nan")]
     return {
         "capacity_rps": capacity, "capacity_items_per_s": capacity * work.per_request,
+        "capacity_after_overload_rps": capacity_after,
         "capacity_p50_s": percentile([o.seconds for o in ok], 0.5),
         "offered_rps": len(outcomes) / args.overload_s, "requests": len(outcomes),
         "statuses": statuses,
@@ -345,6 +349,9 @@ def scenario(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, object
     env = {"REFEREE_SERVER__REQUEST_TIMEOUT_S": str(args.deadline_s),
            "REFEREE_SERVER__LOG_LEVEL": "warning"}  # fmt: skip
     env.update(item.split("=", 1) for item in args.server_env)
+    if args.server_code:  # e.g. /work/main: the same run against another checkout's server
+        root = Path(args.server_code).resolve()
+        env["PYTHONPATH"] = f"{root / 'service'}:{root / 'clients'}:{root}"
     if name.startswith("rules"):
         templates = rule_templates()
         expected = asyncio.run(expected_rule_rewards(templates))
@@ -389,6 +396,13 @@ def main() -> None:
         help="extra environment for the server, e.g. REFEREE_SERVER__...",
     )
     parser.add_argument("--model-deadline-s", type=float, default=20.0)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "overload.json"))
+    parser.add_argument(
+        "--server-code",
+        default="",
+        metavar="CHECKOUT",
+        help="run the server from another checkout (a before/after comparison)",
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -405,7 +419,7 @@ def main() -> None:
     for name in args.scenarios.split(","):
         result[name] = scenario(name, args, tmp)
         print(name, json.dumps(result[name], indent=1), flush=True)
-    out = Path(__file__).parent / "results" / "overload.json"
+    out = Path(args.out)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
 
