@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.e2e.server import running_server
+from tests.e2e.server import cli, running_server
 
 LIMITS = {
     "REFEREE_SERVER__MAX_CONNECTIONS": "120",
@@ -134,3 +134,10 @@ def test_two_worker_processes_share_the_port_and_exit_cleanly(tmp_path: Path) ->
                 assert r.status_code == 200, r.text
                 result = r.json()["results"][0]
                 assert result["error"] is None and result["reward"] == (1.0 if i == 2 else 0.5)
+
+
+def test_workers_with_grpc_are_refused_at_start_up(tmp_path: Path) -> None:
+    refused = cli("serve", "--config", rules_config(tmp_path), "--workers", "2",
+                  "--grpc-port", "50999")  # fmt: skip
+    assert refused.returncode == 2
+    assert "server.workers > 1 serves HTTP only" in refused.stderr

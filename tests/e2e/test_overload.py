@@ -63,7 +63,10 @@ def test_overload_is_refused_from_the_head_with_retry_after(tmp_path: Path) -> N
             target=lambda: httpx.post(f"{url}/v1/rewards", content=body("busy"), timeout=10)
         )
         busy.start()
-        time.sleep(0.15)  # `busy` is in service for 0.5 s
+        deadline = time.monotonic() + 5
+        while "referee_admission_in_service 1.0" not in httpx.get(f"{url}/metrics").text:
+            assert time.monotonic() < deadline, "the busy request never started"
+            time.sleep(0.01)  # until `busy` is in service (for 0.5 s)
         with socket.create_connection(where) as sock:
             refused, seconds = post(sock, body("refused", pad=100_000))  # a 200 KB body
             assert refused.startswith(b"HTTP/1.1 429 "), refused[:300]
