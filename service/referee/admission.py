@@ -11,8 +11,8 @@ waiting. One admitted to wait is not refused later: it waits for a slot until it
 (then 504, as a request in service would get) or until ``max_queue_wait_s`` if set.
 
 The slots (requests in service at once) follow the event loop: when it lags *and* the
-loop thread itself is busy (our own work, not other threads or processes) the limit
-shrinks; when it is responsive and requests wait, it grows back, up to
+lag is the loop's own work (its thread's CPU time, not other threads of the process) the
+limit shrinks; when it is responsive and requests wait, it grows back, up to
 ``max_concurrent_requests``. A saturated loop answers every event late, rejections
 included; short turns keep rejections fast, and a few requests in service keep a
 CPU-bound loop as busy as many, while scorer-bound pipelines (a model, a process pool)
@@ -51,6 +51,7 @@ LAG_LOW_S = 0.005  # below which (with requests waiting) it grows
 _TICK_S = 0.01
 _MIN_LIMIT = 2
 _BUSY_SHARE = 0.6
+_BUSY_SMOOTHING_S = 0.1  # time constant of the smoothed busy share
 _RATE_WINDOW_S = 1.0  # busy seconds per throughput sample
 
 
@@ -247,18 +248,24 @@ class AdmissionController:
 
     async def _watch_loop(self) -> None:
         while True:
-            before, cpu_before = time.monotonic(), time.thread_time()
+            before = time.monotonic()
+            thread_before, process_before = time.thread_time(), time.process_time()
             await asyncio.sleep(_TICK_S)
             wall = time.monotonic() - before
             self.lag_s = wall - _TICK_S
-            # The loop thread's own CPU share (smoothed): lag with a busy loop is our own
-            # work, which fewer requests in service shortens; lag with an idle loop is other
-            # threads or processes, which it would not. More requests in service help only
-            # while the loop has CPU to spare.
-            busy = (time.thread_time() - cpu_before) / wall
+            # How much of the lag is the loop's own work (smoothed): its thread's CPU time
+            # against the wall clock, or, on a machine short of CPU, against this process's
+            # CPU time. Lag from our own work is shortened by fewer requests in service;
+            # lag from other threads of the process (a model's) is not. More requests in
+            # service help only while the loop has CPU to spare.
+            thread_cpu = time.thread_time() - thread_before
+            process_cpu = time.process_time() - process_before
+            busy = thread_cpu / wall
+            if process_cpu > 0.001:
+                busy = max(busy, thread_cpu / process_cpu)
             if self.metrics is not None:
                 self.metrics.event_loop_lag.observe(max(self.lag_s, 0.0))
-            self.busy_share += 0.2 * (busy - self.busy_share)
+            self.busy_share += (1 - math.exp(-wall / _BUSY_SMOOTHING_S)) * (busy - self.busy_share)
             if self.lag_s > LAG_HIGH_S and self.busy_share > _BUSY_SHARE:
                 self.limit = max(_MIN_LIMIT, int(self.limit * 0.75))
             elif (self.lag_s < LAG_LOW_S and self.busy_share < _BUSY_SHARE and self._waiters
