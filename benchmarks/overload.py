@@ -19,7 +19,7 @@ tree, and wrong rewards: every returned reward is checked against its known righ
 - rules-2workers: the same with ``server.workers: 2``.
 - model: ``--model-per-request`` items a request through the all-MiniLM-L6-v2 classifier (tests/models.py);
   right values come from scoring every accepted item again in-process afterwards.
-Client: a minimal HTTP/1.1 client on asyncio streams (httpx costs more CPU per request
+Client: benchmarks/_http_client.py, a minimal HTTP/1.1 client on asyncio streams (httpx costs more CPU per request
 than the server's rejections, and shares the same cores). Writes results/overload.json.
 """
 
@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _http_client import Client  # noqa: E402
 from model_throughput import classifier_config  # noqa: E402
 from referee.config import load_settings  # noqa: E402
 from referee.engine import RewardEngine  # noqa: E402
@@ -126,7 +127,7 @@ class Workload:
         return head.encode() + b', "items": [' + b",".join(parts) + b"]}", numbers
 
 
-# -- a small HTTP/1.1 client -----------------------------------------------------------------
+# -- requests and their outcomes ---------------------------------------------------------------
 @dataclass
 class Outcome:
     sent: float
@@ -136,39 +137,6 @@ class Outcome:
     reason: str = ""  # of a refusal: the start of its message
     rewards: list[float | None] = field(default_factory=list)
     numbers: list[int] = field(default_factory=list)
-
-
-class Client:
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-
-    async def post(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        head = (f"POST /v1/rewards HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: "
-                f"application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
-        for attempt in range(2):
-            reused = bool(self.idle)
-            reader, writer = self.idle.pop() if reused else await asyncio.open_connection(
-                self.host, self.port)  # fmt: skip
-            try:
-                writer.write(head + body)
-                raw = await reader.readuntil(b"\r\n\r\n")
-                lines = raw.decode("latin-1").split("\r\n")
-                status = int(lines[0].split()[1])
-                headers = {k.lower(): v.strip() for k, _, v in
-                           (line.partition(":") for line in lines[1:] if line)}  # fmt: skip
-                payload = await reader.readexactly(int(headers.get("content-length", "0")))
-            except (asyncio.IncompleteReadError, ConnectionError):
-                writer.close()
-                if reused and attempt == 0:  # a keep-alive connection the server had closed
-                    continue
-                raise
-            if headers.get("connection", "").lower() == "close":
-                writer.close()
-            else:
-                self.idle.append((reader, writer))
-            return status, headers, payload
-        raise AssertionError("unreachable")
 
 
 async def one(client: Client, work: Workload, k: int, t0: float) -> Outcome:

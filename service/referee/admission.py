@@ -36,7 +36,7 @@ from referee.config import ServerSettings
 from referee.errors import ErrorKind, RefereeError
 from referee.metrics import Metrics
 
-__all__ = ["ACCEPTED_AT", "ADMISSION_STATE", "AdmissionController", "Ticket"]
+__all__ = ["ACCEPTED_AT", "ADMISSION_STATE", "AdmissionController", "ItemBudget", "Ticket"]
 
 ACCEPTED_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "referee_accepted_at", default=None
@@ -280,3 +280,30 @@ class AdmissionController:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
             self._monitor = None
+
+
+class ItemBudget:
+    """Items of the requests being scored at once (``max_admitted_items``), counted by
+    the engine for every transport once a request's items are known."""
+
+    def __init__(self, limit: int, metrics: Metrics | None = None) -> None:
+        self.limit = limit
+        self.metrics = metrics
+        self.in_use = 0
+
+    def take(self, n: int) -> None:
+        """Hold ``n`` items, or raise OVERLOADED (429) when they would pass the limit; a
+        request alone is always let in (the config makes the limit fit the largest)."""
+        if self.in_use and self.in_use + n > self.limit:
+            if self.metrics is not None:
+                self.metrics.admission_refused.labels("items").inc()
+            raise RefereeError(
+                ErrorKind.OVERLOADED,
+                f"server overloaded: {self.in_use} items are being scored (limit "
+                f"{self.limit}); retry later",
+                retry_after_s=1.0,
+            )
+        self.in_use += n
+
+    def give_back(self, n: int) -> None:
+        self.in_use -= n

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from referee.admission import ACCEPTED_AT
+from referee.admission import ACCEPTED_AT, ItemBudget
 from referee.batching import DynamicBatcher, Pending
 from referee.cache import Breaker, MemoryCache, NullCache, ScoreCache, cache_key
 from referee.cache.redis import RedisCache
@@ -213,7 +213,7 @@ class RewardEngine:
         self._abort = asyncio.Event()  # set when shutting down: waiting requests get 503
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
-        self._admitted_items = 0  # items of the requests being scored now
+        self.items_in_scoring = ItemBudget(settings.server.max_admitted_items, self.metrics)
         self._ready = False
         self._started = False
         self.startup_error: str | None = None
@@ -396,20 +396,8 @@ class RewardEngine:
                 f"deadline is {timeout:g}s",
                 param="options.timeout_s",
             )
-        n_items = len(request.items)
-        if (
-            enforce_limits
-            and self._admitted_items
-            and (self._admitted_items + n_items > self.settings.server.max_admitted_items)
-        ):
-            self.metrics.admission_refused.labels("items").inc()
-            raise RefereeError(
-                ErrorKind.OVERLOADED,
-                f"server overloaded: {self._admitted_items} items are being scored (limit "
-                f"{self.settings.server.max_admitted_items}); retry later",
-                retry_after_s=1.0,
-            )
-        self._admitted_items += n_items
+        n_items = len(request.items) if enforce_limits else 0
+        self.items_in_scoring.take(n_items)
         work = asyncio.ensure_future(self._score(info, request, deadline))
         abort = asyncio.ensure_future(self._abort.wait())
         try:
@@ -417,7 +405,7 @@ class RewardEngine:
                 {work, abort}, timeout=deadline - now, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            self._admitted_items -= n_items
+            self.items_in_scoring.give_back(n_items)
             abort.cancel()
             if not work.done():
                 work.cancel()

@@ -78,7 +78,7 @@ async def test_admitted_bytes_are_bounded_at_the_door() -> None:
         assert refused.headers["retry-after"]
         metrics = (await client.get("/metrics")).text
     assert 'referee_admission_refused_total{reason="bytes"} 1.0' in metrics
-    assert engine._admitted_items == 0
+    assert engine.items_in_scoring.in_use == 0
 
 
 async def test_items_being_scored_are_bounded() -> None:
