@@ -8,19 +8,12 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
 from referee.config import ConfigError, Settings, load_settings
-
-if TYPE_CHECKING:
-    from types import FrameType
-
-    import uvicorn
-
-    from referee.engine import RewardEngine
 
 __all__ = ["app", "main"]
 
@@ -56,6 +49,9 @@ def serve(
     grpc_port: Annotated[
         int | None, typer.Option(help="Overrides server.grpc_port (0: no gRPC).")
     ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Overrides server.workers (HTTP processes).")
+    ] = None,
     ray: Annotated[
         bool,
         typer.Option(
@@ -65,11 +61,8 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Start the HTTP gateway, and the gRPC one when a gRPC port is set (one process)."""
-    import uvicorn
-
-    from referee.http import build_app
-
+    """Start the HTTP gateway, and the gRPC one when a gRPC port is set (one process, or
+    `server.workers` HTTP processes)."""
     settings = _load(config)
     if ray:
         from referee.ray.app import run_blocking
@@ -83,28 +76,30 @@ def serve(
     }
     for key, value in overrides.items():
         setattr(settings.server, key, value)
+    if workers is not None:
+        settings.server.workers = workers
+        overrides["workers"] = workers
+    if settings.server.workers > 1 and settings.server.grpc_port:
+        typer.echo(
+            "error: server.workers > 1 serves HTTP only; set server.grpc_port to null "
+            "(or run gRPC in a separate `referee serve` with workers: 1)",
+            err=True,
+        )
+        raise typer.Exit(2)
     logging.basicConfig(
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     source = config or "the embedded default config"
-    typer.echo(f"referee: serving {source} on http://{settings.server.host}:{settings.server.port}",
-               err=True)  # fmt: skip
+    typer.echo(f"referee: serving {source} on http://{settings.server.host}:{settings.server.port}"
+               + (f" ({settings.server.workers} worker processes)"
+                  if settings.server.workers > 1 else ""), err=True)  # fmt: skip
     if settings.server.grpc_port:
         where = f"{settings.server.host}:{settings.server.grpc_port}"
         typer.echo(f"referee: gRPC (referee.v1) on {where}", err=True)
-    app_ = build_app(settings, config_path=config, server_overrides=overrides)
-    grace = settings.server.shutdown_grace_s
-    server_config = uvicorn.Config(
-        app_,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=settings.server.log_level,
-        # requests in flight are answered (503) by the engine at `grace`; uvicorn's own
-        # cut-off comes a little later so it never has to cancel one mid-response
-        timeout_graceful_shutdown=int(grace) + 3,
-    )
-    _run_server(server_config, app_.state.engine, grace)
+    from referee.http.server import run_http_server
+
+    run_http_server(settings, config, overrides)
 
 
 @app.command()
@@ -127,19 +122,6 @@ def pipelines(config: ConfigOption = None) -> None:
     engine = RewardEngine(_load(config))
     for info in engine.pipelines.values():
         typer.echo(f"{info.name}\t{info.version}\t{','.join(info.scorers)}\t{info.description}")
-
-
-def _run_server(config: uvicorn.Config, engine: RewardEngine, grace_s: float) -> None:
-    """uvicorn's Server, telling the engine when a shutdown signal arrives so readiness
-    turns 503 at once and requests in flight are answered before the process exits."""
-    import uvicorn
-
-    class DrainingServer(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            engine.begin_shutdown(grace_s)
-            super().handle_exit(sig, frame)
-
-    DrainingServer(config).run()
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:

@@ -110,6 +110,59 @@ class ServerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server and its access log."
     )
+    # -- admission control (per server process) --
+    max_concurrent_requests: int = Field(
+        default=64, ge=1, le=100_000,
+        description="Reward requests in service at once per process (an upper bound: while "
+        "the event loop lags, admission lowers the limit so that rejections stay fast).",
+    )  # fmt: skip
+    max_queue_wait_s: float | None = Field(
+        default=None, ge=0, le=3600,
+        description="Longest a request may wait at the door for a slot; null: as long as "
+        "it is predicted to finish within half of request_timeout_s (the rest is headroom). "
+        "A request predicted to need longer (from the work admitted ahead of it and the "
+        "measured throughput) is refused at once with 429 and Retry-After.",
+    )  # fmt: skip
+    max_admitted_bytes: int = Field(
+        default=256 * 1024 * 1024, gt=0,
+        description="Request bodies admitted at once per process (waiting and in service): "
+        "the bound on memory held for requests. Must be at least max_request_bytes.",
+    )  # fmt: skip
+    max_admitted_items: int = Field(
+        default=100_000, gt=0,
+        description="Items in requests being scored at once per process; a request that "
+        "would pass it gets 429. Must be at least max_items_per_request.",
+    )  # fmt: skip
+    # -- connections (HTTP) --
+    max_connections: int = Field(
+        default=1000, ge=1, le=1_000_000,
+        description="Open HTTP connections per process. At the limit a new connection "
+        "closes the longest-idle one; if none is idle it gets 503 and is closed.",
+    )  # fmt: skip
+    header_read_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="A request head (request line and headers) must arrive within this "
+        "long of the connection opening or of the request's first byte; else 408 and close.",
+    )  # fmt: skip
+    body_read_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="A request body must arrive within this long of its head; else 408 and "
+        "close.",
+    )  # fmt: skip
+    keep_alive_timeout_s: float = Field(
+        default=5.0, gt=0, le=3600,
+        description="An idle keep-alive connection is closed after this long.",
+    )  # fmt: skip
+    max_header_bytes: int = Field(
+        default=65536, ge=1024, le=16 * 1024 * 1024,
+        description="Largest request head (request line and headers); larger gets 431.",
+    )  # fmt: skip
+    workers: int = Field(
+        default=1, ge=1, le=256,
+        description="HTTP gateway processes sharing the port, each with its own engine "
+        "(scorers, caches, admission limits): more cores for CPU-bound rule pipelines. "
+        "Model scorers load once per process; for shared model replicas use Ray Serve.",
+    )  # fmt: skip
     monitor_window: int = Field(
         default=10_000, ge=10, le=1_000_000,
         description="Items per pipeline in the reward-health window (/v1/pipelines/NAME/stats).",
@@ -133,6 +186,20 @@ class ServerSettings(_Section):
             except (OSError, UnicodeDecodeError) as exc:
                 raise ValueError(f"cannot read {value}: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _admission_fits_one_request(self) -> ServerSettings:
+        if self.max_admitted_bytes < self.max_request_bytes:
+            raise ValueError(
+                f"max_admitted_bytes ({self.max_admitted_bytes}) must be at least "
+                f"max_request_bytes ({self.max_request_bytes}), or no largest request fits"
+            )
+        if self.max_admitted_items < self.max_items_per_request:
+            raise ValueError(
+                f"max_admitted_items ({self.max_admitted_items}) must be at least "
+                f"max_items_per_request ({self.max_items_per_request})"
+            )
+        return self
 
     def all_api_keys(self) -> list[str]:
         keys = [k.get_secret_value() for k in self.api_keys]

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from referee.admission import ACCEPTED_AT, ItemBudget
 from referee.batching import DynamicBatcher, Pending
 from referee.cache import Breaker, MemoryCache, NullCache, ScoreCache, cache_key
 from referee.cache.redis import RedisCache
@@ -258,6 +259,7 @@ class RewardEngine:
         self._abort = asyncio.Event()  # set when shutting down: waiting requests get 503
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
+        self.items_in_scoring = ItemBudget(settings.server.max_admitted_items, self.metrics)
         self._ready = False
         self._started = False
         self._retiring: set[asyncio.Task[None]] = set()
@@ -503,9 +505,15 @@ class RewardEngine:
                         param=f"items[{i}].{field_name}",
                     )
 
-    async def score(self, request: RewardRequest, *, enforce_limits: bool = True) -> RewardResponse:
+    async def score(
+        self, request: RewardRequest, *, enforce_limits: bool = True,
+        accepted_at: float | None = None,
+    ) -> RewardResponse:  # fmt: skip
         """Score one request. ``enforce_limits=False`` is for trusted offline callers (the
-        CLI), where the server's request-size limits protect nothing."""
+        CLI), where the server's request-size limits protect nothing. The deadline counts
+        from ``accepted_at`` (``time.monotonic()``; default: when the gateway accepted the
+        request, ``referee.admission.ACCEPTED_AT``, else now), so time spent waiting at the
+        door and reading the body is part of it."""
         state = self._state  # the whole request runs on this version of everything
         info = self.pipeline(request.pipeline, state)
         down = [state.unavailable[s] for s in info.scorers if s in state.unavailable]
@@ -527,13 +535,29 @@ class RewardEngine:
             server_limit = 3600.0
         asked = request.options.timeout_s
         timeout = min(asked, server_limit) if asked is not None else server_limit
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        if accepted_at is None:
+            accepted_at = ACCEPTED_AT.get() if enforce_limits else None
+        deadline = (now if accepted_at is None else min(accepted_at, now)) + timeout
+        if deadline <= now:
+            self.metrics.timeouts.labels(info.name).inc()
+            raise RefereeError(
+                ErrorKind.TIMEOUT,
+                f"request waited {now - deadline + timeout:.2f}s before it could start; its "
+                f"deadline is {timeout:g}s",
+                param="options.timeout_s",
+            )
+        n_items = len(request.items) if enforce_limits else 0
+        self.items_in_scoring.take(n_items)
         state.acquire()
         work = asyncio.ensure_future(self._score_assembled(state, info, request, deadline))
         abort = asyncio.ensure_future(self._abort.wait())
         try:
-            await asyncio.wait({work, abort}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {work, abort}, timeout=deadline - now, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
+            self.items_in_scoring.give_back(n_items)
             abort.cancel()
             if not work.done():
                 work.cancel()

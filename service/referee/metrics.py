@@ -147,6 +147,33 @@ class Metrics:
             ["scorer"],
             registry=r,
         )
+        self.admission_refused = Counter(
+            "referee_admission_refused",
+            "Reward requests refused at the door (429) before their body was read, by reason: "
+            "wait (could not start within the wait limit or deadline), bytes (memory bound), "
+            "items (item bound).",
+            ["reason"],
+            registry=r,
+        )
+        self.admission_in_service = Gauge(
+            "referee_admission_in_service", "Reward requests being served now.", registry=r
+        )
+        self.admission_waiting = Gauge(
+            "referee_admission_waiting", "Reward requests waiting at the door for a slot.",
+            registry=r,
+        )  # fmt: skip
+        self.event_loop_lag = Histogram(
+            "referee_event_loop_lag_seconds",
+            "How late the event loop ran a 10 ms timer (sampled while reward requests are "
+            "served): long turns of the loop delay every request, refusals included.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+        self.admission_limit = Gauge(
+            "referee_admission_limit",
+            "Reward requests allowed in service at once now (follows the event loop's lag).",
+            registry=r,
+        )
         self.judge_guard_hits = Counter(
             "referee_judge_guard_hits",
             "Responses the judge guard scored with its floor without calling the judge, by "

@@ -19,11 +19,13 @@ from referee import __version__
 from referee.admin import Reloader
 from referee.admin.routes import install_sighup
 from referee.admin.routes import router as admin_router
+from referee.admission import ADMISSION_STATE, AdmissionController
 from referee.config import Settings
 from referee.engine import RewardEngine
 from referee.errors import HTTP_STATUS, ErrorKind, RefereeError
 from referee.http._redact import RedactSecrets
 from referee.http._unexpected import AnswerUnexpectedErrors
+from referee.http.admission import AdmissionMiddleware
 from referee.http.routes import router
 from referee.metrics import Metrics
 from referee.protocols import openrlhf
@@ -92,7 +94,7 @@ def build_app(
     engine = engine or RewardEngine(settings, metrics)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         async def start() -> None:
             with contextlib.suppress(Exception):  # recorded in engine.startup_error
                 await engine.start()
@@ -116,7 +118,7 @@ def build_app(
         starter = asyncio.create_task(start())
         app.state.starter = starter
         try:
-            yield
+            yield {ADMISSION_STATE: admission}  # the HTTP protocol refuses from the head
         finally:
             if gateway is not None:  # calls in flight are answered by the engine at the grace
                 await gateway.stop(grace_s=server.shutdown_grace_s + 1.0)
@@ -125,6 +127,7 @@ def build_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await starter
             access_log.removeFilter(redact)
+            await app.state.admission.close()
             await engine.close(grace_s=2.0)
 
     app = FastAPI(
@@ -145,6 +148,8 @@ def build_app(
     app.include_router(openrlhf.router)
     app.include_router(ui_router)  # the reward inspector page at /ui
     _document_request_body(app)
+    admission = AdmissionController(settings.server, metrics)
+    app.state.admission = admission
 
     @app.middleware("http")
     async def _count_reward_requests(
@@ -196,4 +201,6 @@ def build_app(
         )
 
     app.add_middleware(AnswerUnexpectedErrors)  # a 500 must not cost the client its connection
+    # Outermost: a refused request costs its head only, never its body or a JSON parse.
+    app.add_middleware(AdmissionMiddleware, controller=admission, error_response=error_response)
     return app
