@@ -250,12 +250,16 @@ def eval_(
         Path,
         typer.Argument(metavar="IN", help="Preference pairs or best-of-N sets (JSONL or Parquet)."),
     ],
-    pipeline: Annotated[str, typer.Option("--pipeline", "-p")] = "default",
+    pipeline: Annotated[
+        str, typer.Option("--pipeline", "-p", help="The pipeline to evaluate.")
+    ] = "default",
     config: ConfigOption = None,
     url: Annotated[
         str | None, typer.Option(help="Score on a running server instead (http:// or grpc://).")
     ] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="REFEREE_API_KEY")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="REFEREE_API_KEY", help="API key for --url.")
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the report as JSON.")
     ] = None,

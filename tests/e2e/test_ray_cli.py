@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.test_ray_serve import config, free_port
+from tests.e2e.test_ray_serve import free_port
 
 pytest.importorskip("ray", reason="distributed mode needs the ray extra")
 
@@ -26,7 +26,16 @@ def test_serve_ray_starts_the_app_from_a_config_file(
     minilm_classifier: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "referee.yaml"
-    path.write_text(yaml.safe_dump(config(minilm_classifier)))
+    config = {
+        "scorers": {
+            "rm": {"kind": "classifier", "options": {"model": str(minilm_classifier), "input": "pair"}},
+            "fmt": {"kind": "format", "options": {"mode": "think_answer"}},
+        },
+        "pipelines": {"both": {"reward": {"type": "weighted_sum", "weights": [1.0, 0.5],
+                                          "inputs": ["rm", "fmt"]}}},
+        "cache": {"backend": "none"},
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
     port = free_port()
     referee = str(Path(sys.executable).with_name("referee"))
     with tempfile.TemporaryFile() as log:

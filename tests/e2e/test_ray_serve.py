@@ -58,6 +58,7 @@ def config(model: Path, judge_url: str) -> dict[str, Any]:
             "judged": {"reward": "pj"},
         },
         "cache": {"backend": "none"},
+        "server": {"admin_api_keys": ["adm"]},
     }  # fmt: skip
 
 
@@ -354,3 +355,17 @@ def test_rolling_a_new_model_revision_drops_no_request(
     assert [r["reward"] for r in after.json()["results"]] == pytest.approx(
         [new[i["id"]] for i in flat[:8]], abs=1e-5
     )
+
+
+def test_live_reload_is_refused_in_ray_mode_with_what_to_do_instead(
+    cluster: tuple[str, dict[str, Any]],
+) -> None:
+    """Until the ingress replicas and the scorer deployments can switch together, a
+    reload would report a version the replicas do not serve: it is refused, and the
+    served version stays the same."""
+    url, _ = cluster
+    before = httpx.get(f"{url}/v1/pipelines/both", timeout=30).json()["version"]
+    r = httpx.post(f"{url}/v1/admin/scorers/rm/reload", headers={"authorization": "Bearer adm"},
+                   json={"options": {"max_length": 64}}, timeout=60)  # fmt: skip
+    assert r.status_code == 409 and "redeploy" in r.json()["error"]["message"]
+    assert httpx.get(f"{url}/v1/pipelines/both", timeout=30).json()["version"] == before

@@ -77,7 +77,7 @@ async def test_openrlhf_flags_items_that_were_not_scored(client: httpx.AsyncClie
 
 async def test_405_says_which_methods_are_allowed(client: httpx.AsyncClient) -> None:
     for method, path, allowed in (("GET", "/v1/rewards", "POST"),
-                                  ("DELETE", "/openrlhf/meta", "POST"),
+                                  ("DELETE", "/openrlhf/meta", "GET, POST"),
                                   ("POST", "/v1/pipelines", "GET")):  # fmt: skip
         r = await client.request(method, path)
         assert r.status_code == 405, (method, path, r.text)

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from referee import __version__
 from referee.admin import Reloader
@@ -79,6 +80,19 @@ def _document_request_body(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at this request's path (asked of the router with
+    each method in turn, so routers nested by include_router count too)."""
+    return [
+        method for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+               for route in app.router.routes)
+    ]  # fmt: skip
 
 
 def build_app(
@@ -188,10 +202,14 @@ def build_app(
         message = str(exc.detail)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /docs"
+        headers = exc.headers
         if exc.status_code == 405:
-            allowed = (exc.headers or {}).get("Allow", "")
+            # Starlette names the methods of the first route matching the path only; a
+            # path served by several routes (GET and POST /openrlhf/...) allows them all.
+            allowed = ", ".join(_allowed_methods(app, request)) or (headers or {}).get("Allow", "")
+            headers = {**(headers or {}), "Allow": allowed}
             message = f"{request.method} is not allowed here; allowed: {allowed}"
-        return error_response(RefereeError(kind, message), headers=exc.headers)
+        return error_response(RefereeError(kind, message), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

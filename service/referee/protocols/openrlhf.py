@@ -227,7 +227,7 @@ def _check_key(request: Request, api_key: str | None) -> None:
         ) from None
 
 
-@router.get("/openrlhf/{pipeline}", tags=["compat"])
+@router.get("/openrlhf/{pipeline}", tags=["compat"], responses=_ERRORS)
 async def openrlhf_probe(
     pipeline: str,
     request: Request,
