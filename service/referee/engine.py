@@ -10,28 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
-import hashlib
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from referee.admission import ACCEPTED_AT, ItemBudget
-from referee.batching import DynamicBatcher, Pending
-from referee.cache import Breaker, MemoryCache, NullCache, ScoreCache, cache_key
+from referee.batching import DynamicBatcher
+from referee.cache import Breaker, MemoryCache, NullCache, ScoreCache
 from referee.cache.redis import RedisCache
-from referee.config import ScorerConfig, Settings, scorer_refs
+from referee.config import ScorerConfig, Settings
 from referee.errors import ErrorKind, RefereeError, item_error
 from referee.groups import GroupAssembler, partial_groups
 from referee.metrics import Metrics
 from referee.monitors import PipelineMonitor, ensemble_members
-from referee.pipeline import EvalState, LeafScore, PipelineEvaluator
-from referee.pipeline.nodes import has_group_steps
-from referee.scorers import ScoreInput, Scorer, ScoreResult, scorer_class
-from referee.scorers.base import canonical_json
+from referee.pipeline import EvalState, LeafScore
+from referee.runner import ScorerRunner
+from referee.scorers import ScoreInput, Scorer, scorer_class
+from referee.state import EngineState, PipelineInfo, build_pipelines
 from referee_client.schema import (
     Outcome,
     RewardItem,
@@ -48,183 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["EngineState", "PipelineInfo", "RewardEngine", "ScorerRunner", "build_pipelines"]
 
 log = logging.getLogger(__name__)
-
-
-class ScorerRunner:
-    """Cache + single flight + batcher in front of one scorer."""
-
-    def __init__(self, scorer: Scorer, cache: ScoreCache, batcher: DynamicBatcher,
-                 metrics: Metrics, shared: RedisCache | None = None) -> None:  # fmt: skip
-        self.scorer = scorer
-        self.cache = cache
-        self.shared = shared  # the second level, shared by replicas (Redis)
-        self.batcher = batcher
-        self.metrics = metrics
-        self.fingerprint = scorer.fingerprint()
-        self.fields = scorer.cache_fields()
-        self._inflight: dict[str, asyncio.Future[ScoreResult]] = {}
-        self._pending: dict[str, Pending] = {}
-
-    def key(self, item: ScoreInput) -> str:
-        return cache_key(self.fingerprint, item, self.fields)
-
-    async def score(
-        self, items: Sequence[ScoreInput], deadline: float = math.inf
-    ) -> list[LeafScore]:
-        """Results for ``items`` in order; ``deadline`` (time.monotonic) is when the caller
-        stops waiting, so queued work nobody waits for any more can be dropped."""
-        name = self.scorer.name
-        keys = [self.key(item) for item in items]
-        hits = self.cache.get_many(keys)
-        level = self.cache.level
-        n_first = sum(hit is not None for hit in hits)
-        if n_first:
-            self.metrics.cache_hits.labels(name, level).inc(n_first)
-        if len(items) - n_first:
-            self.metrics.cache_misses.labels(name, level).inc(len(items) - n_first)
-        if self.shared is not None:
-            await self._from_shared(keys, hits)
-        waits: list[asyncio.Future[ScoreResult] | None] = []
-        new: list[tuple[ScoreInput, asyncio.Future[ScoreResult]]] = []
-        new_keys: list[str] = []
-        loop = asyncio.get_running_loop()
-        for item, key, hit in zip(items, keys, hits, strict=True):
-            if hit is not None:
-                waits.append(None)
-                continue
-            future = self._inflight.get(key)
-            if future is None:
-                future = loop.create_future()
-                self._inflight[key] = future
-                new.append((item, future))
-                new_keys.append(key)
-            else:
-                self.metrics.inflight_joins.labels(name).inc()
-                waiting = self._pending.get(key)
-                if waiting is not None and waiting.deadline < deadline:
-                    waiting.deadline = deadline  # a later waiter keeps the item wanted
-            waits.append(future)
-        if new:
-            try:
-                prepared = await self.scorer.prepare([item for item, _ in new])
-                submitted = self.batcher.submit(new, deadline, prepared)
-            except BaseException as exc:
-                for key, (_, future) in zip(new_keys, new, strict=True):
-                    self._inflight.pop(key, None)
-                    if not future.done():  # requests that joined meanwhile get an answer
-                        future.set_exception(exc)
-                        future.exception()  # seen here; joiners still receive it
-                raise
-            for key, entry in zip(new_keys, submitted, strict=True):
-                self._pending[key] = entry
-                entry.future.add_done_callback(functools.partial(self._finished, key))
-        pending = [f for f in waits if f is not None]
-        if pending:
-            # Shield: a caller that gives up must not cancel work other callers share.
-            await asyncio.shield(asyncio.gather(*pending))
-        out: list[LeafScore] = []
-        for hit, future in zip(hits, waits, strict=True):
-            if future is None:
-                assert hit is not None
-                out.append(LeafScore(hit, cached=True))
-            else:
-                out.append(LeafScore(future.result(), cached=False))
-        return out
-
-    def _finished(self, key: str, future: asyncio.Future[ScoreResult]) -> None:
-        self._inflight.pop(key, None)
-        self._pending.pop(key, None)
-        if future.cancelled() or future.exception() is not None:
-            return
-        result = future.result()
-        if result.error is None and result.cacheable:
-            self.cache.set_many([(key, result)])
-            if self.shared is not None:
-                self.shared.set_later(key, result)
-
-    async def _from_shared(self, keys: list[str], hits: list[ScoreResult | None]) -> None:
-        """Fill first-level misses from the shared level (in place), and keep what it had."""
-        missing = [i for i, hit in enumerate(hits) if hit is None]
-        if not missing or self.shared is None:
-            return
-        found = await self.shared.get_many([keys[i] for i in missing])
-        filled: list[tuple[str, ScoreResult]] = []
-        for i, result in zip(missing, found, strict=True):
-            if result is not None:
-                hits[i] = result
-                filled.append((keys[i], result))
-        n_found = len(filled)
-        if n_found:
-            self.cache.set_many(filled)
-            self.metrics.cache_hits.labels(self.scorer.name, "redis").inc(n_found)
-        if len(missing) - n_found:
-            self.metrics.cache_misses.labels(self.scorer.name, "redis").inc(len(missing) - n_found)
-
-
-@dataclass(frozen=True)
-class PipelineInfo:
-    name: str
-    description: str
-    version: str
-    scorers: tuple[str, ...]
-    tree: dict[str, object]
-    reads_peers: bool = False  # a scorer compares each item with the rest of its group
-    components: tuple[str, ...] = ()  # every name a result's `components` can hold
-    needs_groups: bool = False  # group steps: a group's items must be scored together
-    group_size: int | None = None  # the default expected group size (group assembly)
-
-
-def build_pipelines(
-    settings: Settings, scorers: dict[str, Scorer]
-) -> tuple[dict[str, PipelineInfo], dict[str, PipelineEvaluator]]:
-    """Each pipeline's description and evaluator. A pipeline's version hashes its tree and
-    the fingerprints of the scorers it uses, so new weights give a new version."""
-    pipelines: dict[str, PipelineInfo] = {}
-    evaluators: dict[str, PipelineEvaluator] = {}
-    for pname, pcfg in settings.pipelines.items():
-        used = tuple(sorted({leaf.scorer_name for leaf in scorer_refs(pcfg.reward)}))
-        tree = pcfg.reward.model_dump(mode="json", exclude_defaults=False)
-        material = {"tree": tree, "scorers": {s: scorers[s].fingerprint() for s in used}}
-        digest = hashlib.sha256(canonical_json(material).encode()).hexdigest()
-        peers = any("peers" in scorers[s].cache_fields() for s in used)
-        evaluator = PipelineEvaluator(pcfg.reward)
-        pipelines[pname] = PipelineInfo(
-            pname, pcfg.description, f"sha256:{digest[:16]}", used, tree, peers,
-            tuple(dict.fromkeys(evaluator.names.values())),
-            peers or has_group_steps(pcfg.reward), pcfg.group_size,
-        )  # fmt: skip
-        evaluators[pname] = evaluator
-    return pipelines, evaluators
-
-
-@dataclass
-class EngineState:
-    """One consistent version of what the engine serves: the settings, the scorers and
-    their runners, and the pipelines over them. A request uses one state from start to
-    end; a reload builds the next state beside it and swaps, so no response mixes
-    versions, and the old one is retired once the requests that hold it have finished."""
-
-    settings: Settings
-    scorers: dict[str, Scorer]
-    pipelines: dict[str, PipelineInfo]
-    evaluators: dict[str, PipelineEvaluator]
-    runners: dict[str, ScorerRunner] = field(default_factory=dict)
-    # scorer -> why it cannot serve now (an in-place reload unloaded it)
-    unavailable: dict[str, str] = field(default_factory=dict)
-    users: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __post_init__(self) -> None:
-        self.idle.set()
-
-    def acquire(self) -> None:
-        self.users += 1
-        self.idle.clear()
-
-    def release(self) -> None:
-        self.users -= 1
-        if self.users == 0:
-            self.idle.set()
 
 
 class RewardEngine:

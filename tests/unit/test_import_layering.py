@@ -17,7 +17,7 @@ LAYERS: dict[str, int] = {
     "scorers": 1, "examples": 1,
     "pipeline": 2, "cache": 2,
     "config": 3, "monitors": 3,
-    "engine": 4, "batching": 4, "groups": 4, "admission": 4,
+    "engine": 4, "batching": 4, "groups": 4, "admission": 4, "runner": 4, "state": 4,
     "gateway": 5, "http": 5, "grpc": 5, "protocols": 5, "ray": 5, "admin": 5,
     "eval": 5, "ui": 5,
     "cli": 6,
