@@ -3,7 +3,7 @@ items. Before, a limit that counts the whole process's CPU time (the `regex` eng
 timeout) tripped and the item was scored as a miss (a wrong reward, with an `info` note);
 now the limit counts the check's own CPU time, so the verdict comes back.
 
-    python benchmarks/busy_limits.py [--items 200] [--threads 3] [--budget-factor 3]
+    .venv/bin/python benchmarks/busy_limits.py [--items 200] [--threads 3] [--budget-factor 3]
 """
 
 from __future__ import annotations
@@ -11,14 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import threading
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import regex
-from tests.support import score_input
 
-from referee.scorers.rules.match import MatchScorer
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the tests' helpers, as the other benchmarks do
+
+from tests.support import busy_matching_threads, score_input  # noqa: E402
+
+from referee.scorers.rules.match import MatchScorer  # noqa: E402
 
 PATTERN = r"(?:\w+\s)*?ANSWER: (\d+)$"
 
@@ -38,20 +43,7 @@ def main() -> None:
     budget = args.budget_factor * (time.thread_time() - started) / 20
     scorer = MatchScorer("m", MatchScorer.Options(mode="regex", pattern=PATTERN, max_chars=None,
                                                   regex_timeout_s=budget))  # fmt: skip
-    stop = threading.Event()
-    catastrophic = regex.compile(r"(a|aa)+$")
-
-    def burn() -> None:
-        while not stop.is_set():
-            try:
-                catastrophic.search("a" * 40 + "b", timeout=0.2)
-            except TimeoutError:
-                pass
-
-    threads = [threading.Thread(target=burn, daemon=True) for _ in range(args.threads)]
-    for t in threads:
-        t.start()
-    try:
+    with busy_matching_threads(args.threads):
         old_misses = 0
         for text in texts:  # the engine's own limit, as the scorers used it before
             try:
@@ -62,10 +54,6 @@ def main() -> None:
         wall = time.perf_counter()
         results = asyncio.run(scorer.score_batch(items))
         wall = time.perf_counter() - wall
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
     report = {
         "items": args.items, "busy_threads": args.threads, "budget_factor": args.budget_factor,
         "budget_s": round(budget, 4),

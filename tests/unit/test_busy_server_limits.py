@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import regex
@@ -25,37 +22,11 @@ from referee.scorers._cpu_limit import CpuBudgetSpent, VerifierStarved, cpu_limi
 from referee.scorers.base import BATCH_DEADLINE
 from referee.scorers.rules.match import MatchScorer
 from referee.scorers.rules.math import MathScorer
-from tests.support import score_input
+from tests.support import busy_matching_threads, score_input
 
 # An ordinary pattern and response: ~20 ms of CPU to match on an idle core.
 PATTERN = r"(?:\w+\s)*?ANSWER: (\d+)$"
 RESPONSE = "word " * 100_000 + "ANSWER: 42"
-
-
-@contextmanager
-def busy_matching_threads(n: int = 3) -> Iterator[None]:
-    """``n`` threads matching a catastrophic pattern over and over, as a server's worker
-    threads do under load (``regex`` releases the GIL: they burn CPU in parallel)."""
-    stop = threading.Event()
-    catastrophic = regex.compile(r"(a|aa)+$")
-
-    def burn() -> None:
-        while not stop.is_set():
-            try:
-                catastrophic.search("a" * 40 + "b", timeout=0.2)
-            except TimeoutError:
-                pass
-
-    threads = [threading.Thread(target=burn, daemon=True) for _ in range(n)]
-    for t in threads:
-        t.start()
-    time.sleep(0.2)
-    try:
-        yield
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
 
 
 def _cpu_cost(pattern: regex.Pattern[str], text: str) -> float:
