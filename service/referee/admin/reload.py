@@ -138,6 +138,10 @@ class Reloader:
     async def _apply(self, settings: Settings, rebuild: set[str], swap: Swap) -> ReloadResult:
         if self.refuse is not None:
             raise RefereeError(ErrorKind.CONFLICT, self.refuse)
+        return await self.apply_here(settings, rebuild, swap)
+
+    async def apply_here(self, settings: Settings, rebuild: set[str], swap: Swap) -> ReloadResult:
+        """Load what ``rebuild`` names and swap this engine to ``settings``."""
         if self._lock.locked():
             raise RefereeError(ErrorKind.CONFLICT,
                                "another reload is in progress; retry when it has finished",

@@ -30,12 +30,13 @@ class RemoteScorer(Scorer):
         "max_wait_ms": 1.0, "max_batch_size": 256, "max_concurrent_batches": 8,
     }  # fmt: skip
 
-    def __init__(self, local: Scorer, handle: Any, deployment: str) -> None:
+    def __init__(self, local: Scorer, handle: Any, deployment: str, revision: int = 0) -> None:
         super().__init__(local.name, local.options)
         self.local = local  # never set up here: the replicas load the model
         self.kind = local.kind  # type: ignore[misc]
         self.handle = handle
         self.deployment = deployment
+        self.revision = revision  # the version the replicas answer with (live reloads)
         self._ready = False
         self._retries: Any = None
 
@@ -56,7 +57,7 @@ class RemoteScorer(Scorer):
         self._ready = True
 
     def health(self) -> dict[str, object]:
-        return {"ready": self._ready, "deployment": self.deployment}
+        return {"ready": self._ready, "deployment": self.deployment, "revision": self.revision}
 
     async def score_batch(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
         deadline = BATCH_DEADLINE.get()
@@ -64,7 +65,9 @@ class RemoteScorer(Scorer):
         for attempt in range(_RETRIES + 1):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                results: list[ScoreResult] = await self.handle.score.remote(list(items), remaining)
+                results: list[ScoreResult] = await self.handle.score.remote(
+                    list(items), remaining, self.revision
+                )
                 return results
             except Exception as exc:  # a replica died or was restarted mid-batch
                 last = exc
