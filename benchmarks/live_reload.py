@@ -1,7 +1,7 @@
 """Request latency while a reward model is reloaded live, against steady state, and the
 time from the reload call to the first reward of the new version.
 
-    .venv/bin/python benchmarks/live_reload.py [--clients 4] [--items 16] [--steady-s 20]
+    .venv/bin/python benchmarks/live_reload.py [--clients 4] [--items 16] [--steady-s 20] [--ray]
 
 Model: all-MiniLM-L6-v2 under two fresh seeded heads (A, B; tests/models.py), fp32 on
 CPU, served by a real `referee serve` (cache off). ``--clients`` clients send
@@ -13,13 +13,18 @@ phase, and of those in flight at some moment between the reload call and its ans
 carries B's pipeline version; failed requests (must be 0) and responses that mixed
 versions (must be 0: each response's rewards are checked against A's or B's values).
 
-Writes benchmarks/results/live_reload.json.
+``--ray``: the same on Ray Serve (`referee serve --ray`: a local Ray cluster, one ingress
+replica and one replica of the model's deployment), where the reload is staged on the
+scorer replica and every ingress replica switches at one agreed time.
+
+Writes benchmarks/results/live_reload.json (``--ray``: live_reload_ray.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -47,13 +52,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def start(config: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start(config: Path, ray: bool) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "REFEREE_SERVER__LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "referee.cli", "serve", "--port", str(port), "--config", str(config)],
+        [sys.executable, "-m", "referee.cli", "serve", "--port", str(port), "--config", str(config),
+         *(["--ray"] if ray else [])],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -82,8 +88,9 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     items = [{"id": f"i{i}", "prompt": f"What is {i} + {i}?", "response": f"It is {2 * i}. " * (1 + i % 5)}
              for i in range(args.items)]  # fmt: skip
-    proc, url = start(work / "config.yaml")
+    proc, url = start(work / "config.yaml", args.ray)
     records: list[tuple[float, float, int, str | None, list[float] | None]] = []
+    switches: list[int] = []  # how often each client saw the version change
     try:
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
             first = (
@@ -93,6 +100,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
             stop = asyncio.Event()
 
             async def load() -> None:
+                seen: list[str | None] = []
                 while not stop.is_set():
                     sent = time.perf_counter()
                     r = await client.post("/v1/rewards", json={"pipeline": "rm", "items": items})
@@ -100,6 +108,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                     records.append((sent, time.perf_counter(), r.status_code,
                                     body and body["pipeline_version"],
                                     body and [x["reward"] for x in body["results"]]))  # fmt: skip
+                    seen.append(body and body["pipeline_version"])
+                switches.append(sum(a != b for a, b in itertools.pairwise(seen)))
 
             workers = [asyncio.create_task(load()) for _ in range(args.clients)]
             await asyncio.sleep(args.steady_s)
@@ -130,12 +140,14 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         if r is not None and not matches(r, values_a if v == version_a else values_b)
     )  # fmt: skip
     return {
+        "mode": "ray" if args.ray else "embedded",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "clients": args.clients,
         "items_per_request": args.items,
         "requests": len(records),
         "failed_requests": sum(1 for _, _, status, *_ in records if status != 200),
         "mixed_version_responses": mixed,
+        "version_changes_seen_per_client": switches,
         "steady_p50_s": percentile(steady, 0.5),
         "steady_p99_s": percentile(steady, 0.99),
         "during_reload_requests": len(during),
@@ -151,11 +163,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--items", type=int, default=16)
     parser.add_argument("--steady-s", type=float, default=20.0)
+    parser.add_argument("--ray", action="store_true", help="serve on a local Ray cluster")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(run(args, Path(tmp)))
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "live_reload.json"
+    out = Path(__file__).parent / "results" / f"live_reload{'_ray' if args.ray else ''}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
 
 

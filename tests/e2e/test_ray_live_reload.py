@@ -9,6 +9,7 @@ unloaded once retired."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -124,18 +125,20 @@ def test_a_reload_switches_every_replica_while_requests_stream(
     new, new_version = embedded(new_cfg, flat)
     assert old_version != new_version
     responses: list[dict[str, Any]] = []
+    by_worker: dict[int, list[str]] = {0: [], 1: []}  # versions, in each client's order
     reload: dict[str, Any] = {}
 
     async def run() -> None:
         queue = list(batches)
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
 
-            async def worker() -> None:
+            async def worker(k: int) -> None:
                 while queue:
                     batch = queue.pop(0)
                     r = await client.post("/v1/rewards", json={"pipeline": "both", "items": batch})
                     assert r.status_code == 200, r.text
                     responses.append(r.json())
+                    by_worker[k].append(r.json()["pipeline_version"])
                     await asyncio.sleep(0.1)
 
             async def act() -> None:
@@ -146,7 +149,7 @@ def test_a_reload_switches_every_replica_while_requests_stream(
                 assert r.status_code == 200, r.text
                 reload.update(r.json(), after=len(responses))
 
-            await asyncio.gather(act(), worker(), worker())
+            await asyncio.gather(act(), worker(0), worker(1))
 
     asyncio.run(run())
     assert reload["reloaded"] == ["rm"] and reload["pipelines"]["both"] == new_version
@@ -161,6 +164,9 @@ def test_a_reload_switches_every_replica_while_requests_stream(
             assert result["error"] is None, result
             assert result["reward"] == pytest.approx(want[result["id"]], abs=1e-5)
     assert seen == {old_version, new_version}
+    for versions in by_worker.values():  # both ingress replicas switch at one agreed time
+        switches = sum(a != b for a, b in itertools.pairwise(versions))
+        assert versions[0] == old_version and switches == 1, versions
     # after the call returned, every ingress replica serves the new version
     for k in range(12):
         body = score(url, flat[8 * k : 8 * k + 8])

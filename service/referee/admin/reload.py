@@ -140,8 +140,11 @@ class Reloader:
             raise RefereeError(ErrorKind.CONFLICT, self.refuse)
         return await self.apply_here(settings, rebuild, swap)
 
-    async def apply_here(self, settings: Settings, rebuild: set[str], swap: Swap) -> ReloadResult:
-        """Load what ``rebuild`` names and swap this engine to ``settings``."""
+    async def apply_here(
+        self, settings: Settings, rebuild: set[str], swap: Swap, *, switch_at: float | None = None
+    ) -> ReloadResult:
+        """Load what ``rebuild`` names and swap this engine to ``settings`` (at the unix
+        time ``switch_at``, if given: replicas of one application switch together)."""
         if self._lock.locked():
             raise RefereeError(ErrorKind.CONFLICT,
                                "another reload is in progress; retry when it has finished",
@@ -162,6 +165,11 @@ class Reloader:
             finally:
                 self._reloading = set()
             state = self._next_state(self.engine.state, settings, runners)
+            if switch_at is not None:
+                late = time.time() - switch_at
+                if late > 0:
+                    log.warning("reload: switching %.3fs after the agreed time", late)
+                await asyncio.sleep(max(0.0, -late))
             previous = self.engine.swap(state)
             # in place, the replaced versions are gone already (not in `previous`'s runners)
             retire = (rebuild & set(old.scorers)) | removed

@@ -286,5 +286,7 @@ class _Follower:
             return
         settings = settings_of(committed, self.engine.state.settings)
         self.revisions.update(committed["revisions"])
-        await self.reloader.apply_here(settings, set(committed["rebuild"]), "beside")
+        await self.reloader.apply_here(
+            settings, set(committed["rebuild"]), "beside", switch_at=committed.get("switch_at")
+        )
         self.member.applied, self.member.last = committed["generation"], committed

@@ -46,6 +46,7 @@ POLL_S = 0.25  # how often a replica asks the registry for news
 LIVE_S = 5.0  # a replica not heard from for this long is gone (a dead one is not waited on)
 STAGE_TIMEOUT_S = 900.0  # loading a large model on every replica
 ACK_TIMEOUT_S = 60.0  # every ingress replica swapped
+SWITCH_LEAD_S = 1.0  # replicas swap at commit time + this: all learn of it before (POLL_S)
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -121,6 +122,7 @@ class Registry:
         if self.staged is None or self.staged["generation"] != generation:
             return False
         self.committed, self.staged = self.staged, None
+        self.committed["switch_at"] = time.time() + SWITCH_LEAD_S
         self.generation = generation
         return True
 
