@@ -11,6 +11,11 @@ embedded `referee serve`, then a local Ray cluster (num_cpus = this machine's co
 the scorer deployment at 1 replica and at 2 replicas, each behind one ingress replica.
 On a CPU box the replicas share the same cores, so 2 replicas measure the cost of the
 extra hop and the scheduling, not added compute; on GPU nodes each replica has its own.
+Where the time goes: during each measured run, the CPU seconds of every process on the
+machine are taken before and after (psutil) and summed by role (the embedded server; Ray's
+HTTP proxy, the ingress replica, the scorer replicas, Ray's own processes; the load
+generator), reported as CPU milliseconds per item. On a machine whose cores are all busy,
+throughput is about cores / (CPU per item), so the split says what each hop costs.
 Writes benchmarks/results/ray_replicas.json.
 """
 
@@ -25,9 +30,11 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +47,58 @@ from model_throughput import classifier_config, drive, make_items  # noqa: E402
 from rule_throughput import start_server, stop  # noqa: E402
 
 
+def _role(proc: psutil.Process, server_pid: int | None) -> str | None:
+    try:
+        if proc.pid == os.getpid():
+            return "load generator"
+        if proc.pid == server_pid:
+            return "embedded server"
+        line = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    for marker, role in (("scorer-", "scorer replicas"), ("ingress", "ingress replica"),
+                         ("ProxyActor", "Ray HTTP proxy"), ("ServeController", "Serve controller"),
+                         ("groups", "group owner")):  # fmt: skip
+        if marker in line and ("ServeReplica" in line or "ray::" in line):
+            return role
+    if "ray" in line and ("raylet" in line or "gcs_server" in line or "ray/" in line):
+        return "Ray system (raylet, GCS, agents)"
+    return None
+
+
+def _cpu(server_pid: int | None) -> dict[int, tuple[str, float]]:
+    out = {}
+    for proc in psutil.process_iter():
+        role = _role(proc, server_pid)
+        if role is None:
+            continue
+        try:
+            times = proc.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        out[proc.pid] = (role, times.user + times.system)
+    return out
+
+
+def measured(run: Callable[[], dict[str, float]], items: int,
+             server_pid: int | None = None) -> dict[str, object]:  # fmt: skip
+    """``run()``'s result, and the CPU milliseconds per item each role spent during it."""
+    before = _cpu(server_pid)
+    result: dict[str, object] = dict(run())
+    after = _cpu(server_pid)
+    split: dict[str, float] = {}
+    for pid, (role, seconds) in after.items():
+        spent = seconds - before.get(pid, (role, 0.0))[1]
+        split[role] = split.get(role, 0.0) + 1000 * spent / items
+    result["cpu_ms_per_item"] = {k: round(v, 3) for k, v in sorted(split.items())}
+    result["cpu_ms_per_item_serving"] = round(
+        sum(v for k, v in split.items() if k != "load generator"), 3
+    )
+    return result
+
+
 def on_ray(config: dict[str, object], items: list[dict[str, str]], replicas: int, clients: int,
-           per_request: int) -> dict[str, float]:  # fmt: skip
+           per_request: int) -> dict[str, object]:  # fmt: skip
     import ray
     from ray import serve
 
@@ -68,7 +125,10 @@ def on_ray(config: dict[str, object], items: list[dict[str, str]], replicas: int
                 raise SystemExit("the Ray app was not ready in 300 s")
             time.sleep(0.5)
         asyncio.run(drive(url, "/v1/rewards", items[:64], clients, per_request, "rm"))  # warm
-        return asyncio.run(drive(url, "/v1/rewards", items, clients, per_request, "rm"))
+        return measured(
+            lambda: asyncio.run(drive(url, "/v1/rewards", items, clients, per_request, "rm")),
+            len(items),
+        )
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -91,8 +151,12 @@ def main() -> None:
     proc, url, _ = start_server(tmp / "rm.yaml")
     try:
         asyncio.run(drive(url, "/v1/rewards", items[:64], args.clients, args.per_request, "rm"))
-        result["embedded"] = asyncio.run(
-            drive(url, "/v1/rewards", items, args.clients, args.per_request, "rm")
+        result["embedded"] = measured(
+            lambda: asyncio.run(
+                drive(url, "/v1/rewards", items, args.clients, args.per_request, "rm")
+            ),
+            len(items),
+            proc.pid,
         )
     finally:
         stop(proc)
