@@ -59,13 +59,16 @@ def items(n: int, tag: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def cluster(minilm_classifier: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     from referee.ray import build_app
+    from referee.ray._grpc import GRPC_SERVICER_FUNCTIONS
 
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     cfg = config(minilm_classifier)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})  # fmt: skip
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": "127.0.0.1", "port": port},
+                    grpc_options={"port": grpc_port,
+                                  "grpc_servicer_functions": GRPC_SERVICER_FUNCTIONS})  # fmt: skip
         app = build_app({"config": cfg, "ingress": {"num_replicas": 2},
                          "scorers": {"rm": {"num_replicas": 2}}})  # fmt: skip
         serve.run(app, name="referee", route_prefix="/")
@@ -74,6 +77,7 @@ def cluster(minilm_classifier: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
             assert time.monotonic() < deadline, "Ray Serve app not ready in 120 s"
             time.sleep(0.5)
+        cfg["_grpc_url"] = f"grpc://127.0.0.1:{grpc_port}"
         yield url, cfg
     finally:
         serve.shutdown()
@@ -85,6 +89,8 @@ def embedded(cfg: dict[str, Any], batch: list[dict[str, Any]]) -> tuple[dict[str
     from referee.config import load_settings
     from referee.engine import RewardEngine
     from referee_client.schema import RewardRequest
+
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
 
     async def run() -> tuple[dict[str, float], str]:
         engine = RewardEngine(load_settings(data=cfg, environ={}))
@@ -260,3 +266,27 @@ def test_a_scorer_replica_started_after_a_reload_serves_the_committed_version(
         assert body["pipeline_version"] == new_version
         for result in body["results"]:
             assert result["reward"] == pytest.approx(new[result["id"]], abs=1e-5)
+
+
+def test_the_sdk_reloads_over_grpc_through_rays_proxy(
+    cluster: tuple[str, dict[str, Any]], minilm_classifier: Path
+) -> None:
+    """The admin calls over gRPC (referee.v1.RefereeAdmin) through Ray's gRPC proxy: back
+    to the first head, and every replica serves it."""
+    from referee_client import RewardClient
+
+    url, cfg = cluster
+    batch = items(8, "grpc")
+    old, old_version = embedded(config(minilm_classifier), batch)
+    with RewardClient(cfg["_grpc_url"], timeout=300, admin_key="wrong") as client:
+        with pytest.raises(Exception, match=r"(?i)key"):
+            client.admin.scorers()
+    with RewardClient(cfg["_grpc_url"], timeout=300, admin_key="adm") as client:
+        assert {s.name for s in client.admin.scorers().scorers} == {"rm", "fmt"}
+        result = client.admin.reload_scorer("rm", options={"model": str(minilm_classifier)})
+        assert result.reloaded == ["rm"] and result.pipelines["both"] == old_version
+    for _ in range(6):
+        body = score(url, batch)
+        assert body["pipeline_version"] == old_version
+        for r in body["results"]:
+            assert r["reward"] == pytest.approx(old[r["id"]], abs=1e-5)

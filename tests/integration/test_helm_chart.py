@@ -147,9 +147,9 @@ def test_the_serve_config_builds_the_referee_app_from_the_same_config(case: str)
     load_settings(data=args.referee_config(), environ={})
     assert serve["http_options"] == {"host": "0.0.0.0", "port": 8000}
     assert serve["grpc_options"]["port"] == 50051
-    assert serve["grpc_options"]["grpc_servicer_functions"] == [
-        "referee_client._proto.referee_pb2_grpc.add_RefereeServicer_to_server"
-    ]
+    from referee.ray._grpc import GRPC_SERVICER_FUNCTIONS
+
+    assert serve["grpc_options"]["grpc_servicer_functions"] == GRPC_SERVICER_FUNCTIONS
     cluster = one(docs, "RayService")["spec"]["rayClusterConfig"]
     (worker,) = cluster["workerGroupSpecs"]
     gpu = worker["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]

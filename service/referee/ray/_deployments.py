@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from referee.admin.reload import Reloader
+from referee.admin.servicer import AdminServicer
 from referee.batching import DynamicBatcher
 from referee.config import Settings, load_settings
 from referee.engine import RewardEngine
@@ -210,7 +211,8 @@ class IngressReplica:
         await self.engine.start()
         live.start()
         servicer = RefereeServicer(self.engine, self.engine.metrics, self._asgi.state.api_keys)
-        self._grpc = RayGrpc(servicer)
+        admin = AdminServicer(live.reloader, self._asgi.state.admin_keys)
+        self._grpc = RayGrpc(servicer, admin)
 
     def __serve_build_asgi_app__(self) -> Any:
         return self._asgi
@@ -221,6 +223,16 @@ class IngressReplica:
 
     async def GetLimits(self, request: Any, grpc_context: Any) -> Any:
         return await self._grpc.unary("GetLimits", request, grpc_context)
+
+    # referee.v1.RefereeAdmin: live reloads over gRPC, as over HTTP
+    async def ListScorers(self, request: Any, grpc_context: Any) -> Any:
+        return await self._grpc.unary("ListScorers", request, grpc_context)
+
+    async def ReloadScorer(self, request: Any, grpc_context: Any) -> Any:
+        return await self._grpc.unary("ReloadScorer", request, grpc_context)
+
+    async def ApplyConfig(self, request: Any, grpc_context: Any) -> Any:
+        return await self._grpc.unary("ApplyConfig", request, grpc_context)
 
     async def ScoreStream(
         self, requests: AsyncIterator[Any], grpc_context: Any

@@ -14,8 +14,11 @@ from referee.grpc.servicer import RefereeServicer
 
 __all__ = ["GRPC_SERVICER_FUNCTIONS", "RayGrpc"]
 
-# What `serve.start(grpc_options=...)` needs to register the referee.v1 service.
-GRPC_SERVICER_FUNCTIONS = ["referee_client._proto.referee_pb2_grpc.add_RefereeServicer_to_server"]
+# What `serve.start(grpc_options=...)` needs to register the referee.v1 services.
+GRPC_SERVICER_FUNCTIONS = [
+    "referee_client._proto.referee_pb2_grpc.add_RefereeServicer_to_server",
+    "referee_client._proto.referee_pb2_grpc.add_RefereeAdminServicer_to_server",
+]
 
 
 class _Aborted(Exception):
@@ -40,18 +43,24 @@ class _Context:
 
 
 class RayGrpc:
-    """The ingress's gRPC methods, delegating to :class:`RefereeServicer`."""
+    """The ingress's gRPC methods, delegating to :class:`RefereeServicer` and, for the
+    admin calls, to the admin servicer (the same ``Reloader`` as HTTP)."""
 
-    def __init__(self, servicer: RefereeServicer) -> None:
+    def __init__(self, servicer: RefereeServicer, admin: Any = None) -> None:
         self.servicer = servicer
+        self.admin = admin
 
     async def unary(self, method: str, request: Any, ray_context: Any) -> Any:
         from referee_client._proto import referee_pb2 as pb
 
+        empty = {"GetLimits": pb.ServerLimits, "Score": pb.RewardResponse,
+                 "ListScorers": pb.ScorerList, "ReloadScorer": pb.ReloadResult,
+                 "ApplyConfig": pb.ReloadResult}[method]  # fmt: skip
+        target = self.servicer if method in ("GetLimits", "Score") else self.admin
         try:
-            return await getattr(self.servicer, method)(request, _Context(ray_context))
+            return await getattr(target, method)(request, _Context(ray_context))
         except _Aborted:  # the status is on the context; the body is not read
-            return pb.ServerLimits() if method == "GetLimits" else pb.RewardResponse()
+            return empty()
 
     async def stream(self, requests: AsyncIterator[Any], ray_context: Any) -> AsyncIterator[Any]:
         try:
