@@ -67,8 +67,11 @@ def _role(proc: psutil.Process, server_pid: int | None) -> str | None:
 
 
 def _cpu(server_pid: int | None) -> dict[int, tuple[str, float]]:
+    """This benchmark's processes only (its own, the server and the local Ray cluster it
+    started are its descendants): other work on the machine is not counted."""
     out = {}
-    for proc in psutil.process_iter():
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
         role = _role(proc, server_pid)
         if role is None:
             continue
