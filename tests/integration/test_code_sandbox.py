@@ -23,6 +23,7 @@ from referee.scorers.base import BATCH_DEADLINE, ScoreInput, ScoreResult
 from referee.scorers.execution.backends import LocalBackend
 from referee.scorers.execution.code import CodeScorer
 from referee.scorers.execution.sandbox import Limits, Sandbox, SandboxUnavailableError
+from tests.support import sandbox_uid_processes
 
 ADD = json.dumps({"inputs": ["1 2\n", "3 4\n", "5 5\n"], "outputs": ["3\n", "7\n", "10\n"]})
 
@@ -62,25 +63,47 @@ async def scorer() -> AsyncIterator[CodeScorer]:
     await s.close()
 
 
-def sandbox_processes(grace_s: float = 5.0) -> list[str]:
+def sandbox_processes(grace_s: float = 5.0, *, waiting_too: bool = False) -> list[str]:
     """Processes of the sandbox uid still alive after ``grace_s`` (there must be none after
     a run; the kernel kills a PID namespace's processes when its init dies, and they take
-    a moment to exit and be reaped)."""
+    a moment to exit and be reaped). Sandboxes made ahead and still waiting for their run
+    count only with ``waiting_too``."""
     deadline = time.monotonic() + grace_s
-    while (left := _uid_processes()) and time.monotonic() < deadline:
+    while (left := sandbox_uid_processes(waiting_too=waiting_too)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
 
 
-def _uid_processes() -> list[str]:
-    left = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat(f"/proc/{pid}").st_uid == 65534:
-                left.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:
-            continue
-    return left
+async def test_a_sandbox_made_ahead_serves_one_run_only() -> None:
+    # Runs take sandboxes made ahead of them; each must be new: its own namespaces, an
+    # empty /tmp and /work, and the program of its own run.
+    sandbox = Sandbox(prestart=1)
+    program = (
+        "import os\nseen = sorted(os.listdir('/tmp')) + sorted(os.listdir('/work'))\n"
+        "open('/tmp/left-by-' + input(), 'w').write('x')\n"
+        "print(os.readlink('/proc/self/ns/pid'), os.readlink('/proc/self/ns/mnt'),"
+        " os.readlink('/proc/self/ns/net'), seen)\n"
+    )
+    lines = []
+    try:
+        for run in range(4):
+            with sandbox.work_dir() as work:
+                (work / "main.py").write_text(program + f"# run {run}\n")
+                outcome = await sandbox.run(["python3", "-I", "main.py"], work=work,
+                                            limits=Limits(), stdin=f"{run}\n".encode(),
+                                            binds={"main.py": "/work/main.py"})  # fmt: skip
+            assert outcome.status == "finished" and outcome.exit_code == 0, outcome
+            lines.append(outcome.stdout.decode())
+            # the next run's sandbox is made while this one runs: one is waiting now
+            assert len(sandbox_processes(0, waiting_too=True)) >= 1
+    finally:
+        await sandbox.close()
+    namespaces = [line.rsplit(" [", 1)[0] for line in lines]
+    assert all(line.endswith("['main.py']\n") for line in lines), lines  # nothing left
+    assert len({ns.split()[0] for ns in namespaces}) == 4  # a new PID namespace each run
+    assert len({ns.split()[1] for ns in namespaces}) == 4  # mount
+    assert len({ns.split()[2] for ns in namespaces}) == 4  # network
+    assert sandbox_processes(waiting_too=True) == []  # closed: none waits any more
 
 
 async def test_python_and_cpp_verdicts(scorer: CodeScorer) -> None:
@@ -176,6 +199,8 @@ async def test_hostile_programs_end_with_typed_verdicts_and_leave_nothing_behind
     assert not escape.exists(), "a write to /tmp reached the host"  # noqa: ASYNC240
     assert sandbox_processes() == [], "a process survived its run"
     assert elapsed < 60
+    await scorer.close()  # and the sandboxes made ahead go with the scorer
+    assert sandbox_processes(waiting_too=True) == []
 
 
 @pytest.mark.slow

@@ -103,6 +103,7 @@ class LocalBackend:
 
     async def close(self) -> None:
         self.started = False
+        await self.sandbox.close()
 
     def health(self) -> dict[str, object]:
         sandbox = self.sandbox
