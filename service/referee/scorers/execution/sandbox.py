@@ -7,10 +7,17 @@ files (no ``/etc``, ``/home``, ``/root``, ``/proc`` of the host, no server files
 size-limited tmpfs as ``/work`` (the current directory) and ``/tmp``; a cleared
 environment; a new session (no terminal to inject into); a seccomp filter on x86_64
 (:mod:`referee.scorers.execution._seccomp` says what it refuses). When the server runs as root,
-bwrap runs as an unprivileged uid (``run_as_uid``, through ``setpriv``), so the process
-limit holds (the kernel exempts root from it).
+bwrap runs as an unprivileged uid (``run_as_uid``), so the process limit holds (the
+kernel exempts root from it).
 
-Limits, set by ``prlimit`` inside the namespace (so the process count is this run's own):
+The uid drop and the limits are the job of a small launcher compiled at start-up
+(:mod:`referee.scorers.execution._launcher`; ``setpriv`` and ``prlimit`` where there is no
+C compiler). Runs that only read their files take a sandbox made ahead
+(:mod:`referee.scorers.execution._pool`, ``prestart`` per kind of run): set up, waiting
+just before its program, and used for that one run only.
+
+Limits, set inside the namespace just before the program (so the process count is this
+run's own):
 CPU seconds (``RLIMIT_CPU``: SIGXCPU, then SIGKILL a second later), address space, number
 of processes, file size, open files; output bytes (the run is killed and truncated past
 the cap); wall-clock time: the whole process tree is killed (its PID namespace goes
