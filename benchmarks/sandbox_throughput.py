@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "service"))
 sys.path.insert(0, str(ROOT / "clients"))
 
 from referee.scorers.base import ScoreInput  # noqa: E402
+from referee.scorers.execution._launcher import launcher  # noqa: E402
 from referee.scorers.execution.code import CodeScorer  # noqa: E402
 from referee.scorers.execution.sandbox import RUN_ENV, Limits, Sandbox  # noqa: E402
 from referee.scorers.execution.sql import SqlScorer  # noqa: E402
@@ -150,6 +151,7 @@ async def main() -> None:
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()
     rows: dict[str, list[float]] = {k: [] for k in ("sandbox_1", "plain_1", "sandbox_n", "plain_n")}
+    launcher()  # compiled once at start-up, as a server does, not inside a measurement
     for _ in range(args.rounds):
         rows["sandbox_1"].append(await sandboxed_runs_per_s(args.items, 1))
         rows["plain_1"].append(plain_runs_per_s(args.items, 1))
