@@ -7,10 +7,12 @@ which says what to install."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -104,6 +106,25 @@ async def test_a_sandbox_made_ahead_serves_one_run_only() -> None:
     assert len({ns.split()[1] for ns in namespaces}) == 4  # mount
     assert len({ns.split()[2] for ns in namespaces}) == 4  # network
     assert sandbox_processes(waiting_too=True) == []  # closed: none waits any more
+
+
+async def test_a_sandbox_that_died_waiting_is_not_used() -> None:
+    sandbox = Sandbox(prestart=1)
+    argv, binds = ["python3", "-I", "main.py"], {"main.py": "/work/main.py"}
+    try:
+        with sandbox.work_dir() as work:
+            (work / "main.py").write_text("print(input())\n")
+            first = await sandbox.run(argv, work=work, limits=Limits(), stdin=b"1\n", binds=binds)
+            await asyncio.sleep(0.2)  # the next one is made ahead meanwhile
+            [waiting] = [box for queue in sandbox._pool.ready.values() for box in queue]
+            os.kill(waiting.child.pid, signal.SIGKILL)  # e.g. the OOM killer
+            await asyncio.wait_for(waiting.child.exited, 5)
+            second = await sandbox.run(argv, work=work, limits=Limits(), stdin=b"2\n",
+                                       binds=binds)  # fmt: skip
+    finally:
+        await sandbox.close()
+    assert (first.status, first.stdout) == ("finished", b"1\n"), first
+    assert (second.status, second.stdout) == ("finished", b"2\n"), second
 
 
 async def test_python_and_cpp_verdicts(scorer: CodeScorer) -> None:

@@ -140,7 +140,12 @@ class Pool:
             _, old = self.ready.popitem(last=False)
             for stale in old:
                 stale.close()
-        box = queue.popleft() if queue else None
+        box = None
+        while queue and box is None:
+            box = queue.popleft()
+            if box.child.exited.done():  # it died waiting (killed from outside): not used
+                box.close()
+                box = None
         if self.size > 0:
             loop.call_soon(self._refill, kind)
         return box

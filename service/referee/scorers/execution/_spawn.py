@@ -144,7 +144,8 @@ class Child:
     def close(self) -> None:
         """Stop watching and close this side's fds (the process must have exited)."""
         for mode, fd in list(self._watched):
-            self._unwatch(mode, fd)
+            with contextlib.suppress(Exception):  # its loop may be closed (a test's loop)
+                self._unwatch(mode, fd)
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 with contextlib.suppress(OSError):
