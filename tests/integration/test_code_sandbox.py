@@ -127,6 +127,31 @@ async def test_a_sandbox_that_died_waiting_is_not_used() -> None:
     assert (second.status, second.stdout) == ("finished", b"2\n"), second
 
 
+async def test_staging_never_follows_a_link_left_in_the_work_dir(tmp_path: Path) -> None:
+    # A compile step is untrusted: it could leave its artifact as a symlink or a hard
+    # link to a host file that only the server can read. The server copies artifacts
+    # into sandboxes made ahead, so it must refuse both instead of copying the secret.
+    secret = tmp_path / "secret"
+    secret.write_text("host-only secret\n")
+    secret.chmod(0o600)
+    sandbox = Sandbox(prestart=1)
+    outcomes = []
+    try:
+        for link in (os.symlink, os.link):
+            with sandbox.work_dir() as work:
+                link(secret, work / "main.py")
+                outcomes.append(await sandbox.run(["python3", "-c", "print(open('main.py').read())"],
+                                                  work=work, limits=Limits(),
+                                                  binds={"main.py": "/work/main.py"}))  # fmt: skip
+    finally:
+        await sandbox.close()
+    assert len(outcomes) == 2
+    for outcome in outcomes:
+        assert outcome.status == "error", outcome
+        assert "not a plain file" in outcome.detail or "symbolic links" in outcome.detail
+        assert b"secret" not in outcome.stdout
+
+
 async def test_python_and_cpp_verdicts(scorer: CodeScorer) -> None:
     add_py = "a, b = map(int, input().split())\nprint(a + b)"
     add_cpp = "#include <iostream>\nint main(){long a,b;std::cin>>a>>b;std::cout<<a+b<<'\\n';}"

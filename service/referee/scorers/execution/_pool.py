@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable
@@ -44,9 +45,17 @@ class Prepared:
         the very files mounted read-only in it, so it sees them), executable as they were."""
         assert self.staging is not None
         for name in names:
-            source, target = work / name, self.staging / name
-            shutil.copyfile(source, target)
-            os.chmod(target, 0o755 if os.stat(source).st_mode & 0o111 else 0o644)
+            # The server (maybe root) reads a file a compile step (untrusted) may have
+            # made: only a plain file with one link, never a symlink or a hard link to
+            # a file of the host.
+            fd = os.open(work / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, "rb") as source:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                    raise OSError(f"{name} is not a plain file")
+                with open(self.staging / name, "wb") as target:  # the mounted file itself
+                    shutil.copyfileobj(source, target, 1 << 20)
+            os.chmod(self.staging / name, 0o755 if info.st_mode & 0o111 else 0o644)
 
     def status(self) -> dict[str, int]:
         """bwrap's --json-status-fd documents so far (one per line), merged."""

@@ -280,7 +280,7 @@ class Sandbox:
         try:
             child = Child(cmd, cwd=work, env={} if bwrap else RUN_ENV, pass_fds=passed)
         except (OSError, ValueError) as exc:
-            for fd in (*passed, status_r, block_w):
+            for fd in (status_r, block_w):  # the passed ones: below
                 if fd is not None:
                     os.close(fd)
             if staging is not None:
