@@ -7,7 +7,6 @@ leak would pass the case."""
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import secrets
@@ -24,6 +23,7 @@ import yaml
 
 from referee.config import load_settings
 from tests.e2e.server import running_server
+from tests.support import sandbox_uid_processes
 
 pytestmark = pytest.mark.slow
 
@@ -133,26 +133,16 @@ def test_mixed_python_and_cpp_batch_gets_the_right_verdicts(server: tuple[str, P
     assert results["bad-tests"]["error"]["type"] == "invalid_reference"
     assert results["bad-language"]["error"]["type"] == "invalid_input"
     assert len(side) == 5 and side_errors == [], side_errors
-    # after the batch: still answering, and nothing of the runs is left
+    # after the batch: still answering, and nothing of the runs is left (sandboxes made
+    # ahead for the next runs wait, holding no program)
     assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
     deadline = time.monotonic() + 5
-    while (left := _sandbox_uid_processes()) and time.monotonic() < deadline:
+    while (left := sandbox_uid_processes()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left == []
     metrics = httpx.get(f"{url}/metrics", timeout=5).text
     assert 'referee_code_runs_total{scorer="code",verdict="memory_limit"}' in metrics
     assert "referee_sandbox_run_seconds_bucket" in metrics
-
-
-def _sandbox_uid_processes() -> list[str]:
-    left = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat(f"/proc/{pid}").st_uid == 65534:
-                left.append(pid)
-        except OSError:
-            continue
-    return left
 
 
 def test_readyz_reports_the_isolation(server: tuple[str, Path]) -> None:

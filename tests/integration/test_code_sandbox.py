@@ -23,6 +23,7 @@ from referee.scorers.base import BATCH_DEADLINE, ScoreInput, ScoreResult
 from referee.scorers.execution.backends import LocalBackend
 from referee.scorers.execution.code import CodeScorer
 from referee.scorers.execution.sandbox import Limits, Sandbox, SandboxUnavailableError
+from tests.support import sandbox_uid_processes
 
 ADD = json.dumps({"inputs": ["1 2\n", "3 4\n", "5 5\n"], "outputs": ["3\n", "7\n", "10\n"]})
 
@@ -62,24 +63,14 @@ async def scorer() -> AsyncIterator[CodeScorer]:
     await s.close()
 
 
-def sandbox_processes(grace_s: float = 5.0) -> list[str]:
+def sandbox_processes(grace_s: float = 5.0, *, waiting_too: bool = False) -> list[str]:
     """Processes of the sandbox uid still alive after ``grace_s`` (there must be none after
     a run; the kernel kills a PID namespace's processes when its init dies, and they take
-    a moment to exit and be reaped)."""
+    a moment to exit and be reaped). Sandboxes made ahead and still waiting for their run
+    count only with ``waiting_too``."""
     deadline = time.monotonic() + grace_s
-    while (left := _uid_processes()) and time.monotonic() < deadline:
+    while (left := sandbox_uid_processes(waiting_too=waiting_too)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return left
-
-
-def _uid_processes() -> list[str]:
-    left = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat(f"/proc/{pid}").st_uid == 65534:
-                left.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:
-            continue
     return left
 
 
@@ -176,6 +167,8 @@ async def test_hostile_programs_end_with_typed_verdicts_and_leave_nothing_behind
     assert not escape.exists(), "a write to /tmp reached the host"  # noqa: ASYNC240
     assert sandbox_processes() == [], "a process survived its run"
     assert elapsed < 60
+    await scorer.close()  # and the sandboxes made ahead go with the scorer
+    assert sandbox_processes(waiting_too=True) == []
 
 
 @pytest.mark.slow

@@ -103,6 +103,7 @@ class LocalBackend:
 
     async def close(self) -> None:
         self.started = False
+        await self.sandbox.close()
 
     def health(self) -> dict[str, object]:
         sandbox = self.sandbox
@@ -142,8 +143,11 @@ class LocalBackend:
                     return [CaseRun("compile_error", stderr=first.stderr, detail=why)]
                 artifact = language.artifact or language.source
             binds = {artifact: f"/work/{artifact}"}
-            if os.geteuid() == 0 and (work / artifact).exists():
-                os.chmod(work / artifact, 0o755)
+            made = work / artifact
+            # not through a symlink the compile step (untrusted) may have left: root
+            # would make the file it points to on the host world-readable
+            if os.geteuid() == 0 and made.is_file() and not made.is_symlink():
+                os.chmod(made, 0o755)
 
             async def one(stdin: str) -> CaseRun:
                 outcome = await self._run(

@@ -194,7 +194,10 @@ class CodeScorer(Scorer):
                 max_concurrency=o.max_concurrency, timeout_s=o.request_timeout_s,
                 retries=o.retries,
             )  # fmt: skip
-        sandbox = Sandbox(isolation=o.isolation, run_as_uid=o.run_as_uid)
+        # One sandbox made ahead per slot: a run takes one already set up (never reused).
+        sandbox = Sandbox(
+            isolation=o.isolation, run_as_uid=o.run_as_uid, prestart=o.max_concurrency
+        )
         backend = LocalBackend(
             sandbox, limits=o.limits.limits(), compile_limits=o.compile_limits.limits(),
             max_concurrency=o.max_concurrency,

@@ -7,10 +7,17 @@ files (no ``/etc``, ``/home``, ``/root``, ``/proc`` of the host, no server files
 size-limited tmpfs as ``/work`` (the current directory) and ``/tmp``; a cleared
 environment; a new session (no terminal to inject into); a seccomp filter on x86_64
 (:mod:`referee.scorers.execution._seccomp` says what it refuses). When the server runs as root,
-bwrap runs as an unprivileged uid (``run_as_uid``, through ``setpriv``), so the process
-limit holds (the kernel exempts root from it).
+bwrap runs as an unprivileged uid (``run_as_uid``), so the process limit holds (the
+kernel exempts root from it).
 
-Limits, set by ``prlimit`` inside the namespace (so the process count is this run's own):
+The uid drop and the limits are the job of a small launcher compiled at start-up
+(:mod:`referee.scorers.execution._launcher`; ``setpriv`` and ``prlimit`` where there is no
+C compiler). Runs that only read their files take a sandbox made ahead
+(:mod:`referee.scorers.execution._pool`, ``prestart`` per kind of run): set up, waiting
+just before its program, and used for that one run only.
+
+Limits, set inside the namespace just before the program (so the process count is this
+run's own):
 CPU seconds (``RLIMIT_CPU``: SIGXCPU, then SIGKILL a second later), address space, number
 of processes, file size, open files; output bytes (the run is killed and truncated past
 the cap); wall-clock time: the whole process tree is killed (its PID namespace goes
@@ -27,18 +34,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
+from referee.scorers.execution._launcher import INSIDE, launcher
+from referee.scorers.execution._pool import Pool, Prepared, WorkDir
 from referee.scorers.execution._processes import kill_tree, tree_usage
 from referee.scorers.execution._seccomp import FILTER
+from referee.scorers.execution._spawn import Child
 
 __all__ = [
     "RUN_ENV",
@@ -56,7 +66,6 @@ RUN_ENV: dict[str, str] = {
     "PYTHONDONTWRITEBYTECODE": "1",
 }
 _STDERR_CAP = 64 * 1024
-_CHUNK = 64 * 1024
 
 Status = Literal[
     "finished", "signalled", "time_limit", "output_limit", "overloaded", "error", "deadline"
@@ -108,6 +117,7 @@ class Sandbox:
         bwrap: str = "bwrap",
         ro_paths: Sequence[str] = ("/usr",),
         seccomp: bool = True,
+        prestart: int = 0,
     ) -> None:
         self.isolation = isolation
         self.seccomp = seccomp
@@ -115,11 +125,17 @@ class Sandbox:
         self.bwrap = bwrap
         self.ro_paths = tuple(ro_paths)
         self._drop_to: int | None = run_as_uid if os.geteuid() == 0 else None
+        self._root: tuple[str, ...] | None = None
+        self.prestart = prestart
+        self._pool = Pool(self._prepare_kind, prestart)
 
     # -- start-up check ----------------------------------------------------------------
     async def check(self) -> None:
         """Raise :class:`SandboxUnavailableError` when a sandbox cannot be made here."""
-        needed = ["prlimit"] + (["setpriv"] if self._drop_to is not None else [])
+        helper = await asyncio.to_thread(launcher)
+        needed = []  # without a C compiler for the launcher: the slower tools
+        if helper is None:
+            needed = ["prlimit"] + (["setpriv"] if self._drop_to is not None else [])
         missing = [tool for tool in needed if shutil.which(tool, path=RUN_ENV["PATH"]) is None]
         if missing:
             raise SandboxUnavailableError(
@@ -134,8 +150,12 @@ class Sandbox:
                 "package `bubblewrap` (apt-get install bubblewrap), or set `isolation: none` "
                 "to run code WITHOUT isolation (not for untrusted code)"
             )
-        with _WorkDir(self._drop_to) as work:
-            outcome = await self.run(["/bin/true"], work=work, limits=Limits())
+        with WorkDir(self._drop_to) as work:  # made on the spot, not ahead
+            try:
+                box = self._prepare(["/bin/true"], work=work, limits=Limits())
+                outcome = await self._go(box, Limits(), b"")
+            except OSError as exc:
+                outcome = RunOutcome("error", detail=str(exc))
         if outcome.status != "finished" or outcome.exit_code != 0:
             raise SandboxUnavailableError(
                 "bubblewrap cannot create a sandbox on this host "
@@ -147,50 +167,49 @@ class Sandbox:
                 "set `isolation: none` to run code WITHOUT isolation"
             )
 
-    def work_dir(self) -> _WorkDir:
+    def work_dir(self) -> WorkDir:
         """A private host directory for one item's files (sources, a compiled binary)."""
-        return _WorkDir(self._drop_to)
+        return WorkDir(self._drop_to)
 
     # -- one run -----------------------------------------------------------------------
+    def _drop(self, target: str) -> list[str]:
+        """What starts ``target`` (an absolute path) as the run uid when the server is
+        root: the launcher, else ``setpriv`` (not Popen's ``user=``: that forks the whole
+        server instead of a vfork)."""
+        if self._drop_to is None:
+            return [target]
+        helper = launcher()
+        if helper is not None:
+            return [helper, "drop", str(self._drop_to), target, target]
+        return ["setpriv", f"--reuid={self._drop_to}", f"--regid={self._drop_to}",
+                "--clear-groups", "--", target]  # fmt: skip
+
     def command(
         self, argv: Sequence[str], *, work: Path, writable_work: bool, limits: Limits,
         binds: Mapping[str, str] = {}, status_fd: int | None = None,
-        seccomp_fd: int | None = None,
+        seccomp_fd: int | None = None, block_fd: int | None = None,
     ) -> list[str]:  # fmt: skip
-        """The full command line: bwrap (unless isolation is none), prlimit, ``argv``."""
-        prlimit = [
-            "prlimit",
-            f"--cpu={max(1, round(limits.cpu_s))}:{max(1, round(limits.cpu_s)) + 1}",
-            f"--as={limits.memory_mb << 20}",
-            f"--nproc={limits.max_processes}",
-            f"--fsize={limits.file_size_mb << 20}",
-            f"--nofile={limits.open_files}",
-            "--core=0",
-            "--",
-            *argv,
-        ]
-        # A root server drops to the run uid first (setpriv, not Popen's user=: uvloop,
-        # the server's event loop, has no such argument).
-        drop = (
-            ["setpriv", f"--reuid={self._drop_to}", f"--regid={self._drop_to}",
-             "--clear-groups", "--"]
-            if self._drop_to is not None else []
-        )  # fmt: skip
+        """The full command line: bwrap (unless isolation is none), the limits (the
+        launcher, or prlimit), ``argv``."""
+        helper = launcher()
+        if helper is not None:
+            cpu = max(1, round(limits.cpu_s))
+            limited = [
+                helper if self.isolation == "none" else INSIDE, "limits", str(cpu),
+                str(limits.memory_mb << 20), str(limits.max_processes),
+                str(limits.file_size_mb << 20), str(limits.open_files), *argv,
+            ]  # fmt: skip
+        else:
+            cpu = max(1, round(limits.cpu_s))
+            limited = [
+                "prlimit", f"--cpu={cpu}:{cpu + 1}", f"--as={limits.memory_mb << 20}",
+                f"--nproc={limits.max_processes}", f"--fsize={limits.file_size_mb << 20}",
+                f"--nofile={limits.open_files}", "--core=0", "--", *argv,
+            ]  # fmt: skip
         if self.isolation == "none":
-            return [*drop, *prlimit]
-        cmd = [
-            *drop,
-            self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
-            "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
-        ]  # fmt: skip
-        for key, value in RUN_ENV.items():
-            cmd += ["--setenv", key, value]
-        for path in self.ro_paths:
-            cmd += ["--ro-bind", path, path]
-        for name in ("bin", "lib", "lib64", "sbin"):
-            if Path(f"/usr/{name}").exists():
-                cmd += ["--symlink", f"usr/{name}", f"/{name}"]
-        cmd += ["--proc", "/proc", "--dev", "/dev"]
+            first = limited[0] if helper else shutil.which("prlimit", path=RUN_ENV["PATH"])
+            return [*self._drop(first or "/usr/bin/prlimit"), *limited[1:]]
+        cmd = list(self._root_options())
         cmd += ["--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]
         if writable_work:
             cmd += ["--bind", str(work), "/work"]
@@ -199,11 +218,34 @@ class Sandbox:
             for name, inside in binds.items():
                 cmd += ["--ro-bind", str(work / name), inside]
         cmd += ["--chdir", "/work"]
-        if status_fd is not None:
-            cmd += ["--json-status-fd", str(status_fd)]
-        if seccomp_fd is not None:
-            cmd += ["--seccomp", str(seccomp_fd)]
-        return [*cmd, *prlimit]
+        for option, fd in (("--json-status-fd", status_fd), ("--seccomp", seccomp_fd),
+                           ("--block-fd", block_fd)):  # fmt: skip
+            if fd is not None:
+                cmd += [option, str(fd)]
+        return [*cmd, "--", *limited]
+
+    def _root_options(self) -> tuple[str, ...]:
+        """bwrap and the options every run shares (namespaces, environment, the read-only
+        root, the launcher, /proc, /dev): worked out once, not on every run."""
+        if self._root is None:
+            helper = launcher()
+            cmd = [
+                *self._drop(shutil.which(self.bwrap) or self.bwrap),
+                "--unshare-all", "--unshare-user", "--disable-userns",
+                "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
+            ]  # fmt: skip
+            for key, value in RUN_ENV.items():
+                cmd += ["--setenv", key, value]
+            for path in self.ro_paths:
+                cmd += ["--ro-bind", path, path]
+            for name in ("bin", "lib", "lib64", "sbin"):
+                if Path(f"/usr/{name}").exists():
+                    cmd += ["--symlink", f"usr/{name}", f"/{name}"]
+            if helper is not None:
+                cmd += ["--ro-bind", helper, INSIDE]
+            cmd += ["--proc", "/proc", "--dev", "/dev"]
+            self._root = tuple(cmd)
+        return self._root
 
     def _seccomp_fd(self) -> int | None:
         """A pipe holding the seccomp filter for bwrap to read (None: no filter)."""
@@ -214,100 +256,107 @@ class Sandbox:
         os.close(write)
         return read
 
+    def _prepare(
+        self, argv: Sequence[str], *, work: Path | None, limits: Limits,
+        writable_work: bool = False, binds: Mapping[str, str] = {},
+    ) -> Prepared:  # fmt: skip
+        """Start a sandbox for one run; bwrap waits on its block fd before the program.
+        ``work`` None: the binds come from a staging directory of its own (empty files,
+        filled when it is taken)."""
+        staging = None
+        if work is None:
+            staging = work = Path(tempfile.mkdtemp(prefix="referee-stage-"))
+            os.chmod(staging, 0o755)  # bwrap runs as the run uid; the files stay root's
+            for name in binds:
+                (staging / name).touch(0o644)
+        bwrap = self.isolation == "bwrap"
+        status_r, status_w = os.pipe() if bwrap else (None, None)
+        block_r, block_w = os.pipe() if bwrap else (None, None)
+        seccomp_r = self._seccomp_fd()
+        passed = tuple(fd for fd in (status_w, block_r, seccomp_r) if fd is not None)
+        cmd = self.command(argv, work=work, writable_work=writable_work, limits=limits,
+                           binds=binds, status_fd=status_w, seccomp_fd=seccomp_r,
+                           block_fd=block_r)  # fmt: skip
+        try:
+            child = Child(cmd, cwd=work, env={} if bwrap else RUN_ENV, pass_fds=passed)
+        except (OSError, ValueError) as exc:
+            for fd in (status_r, block_w):  # the passed ones: below
+                if fd is not None:
+                    os.close(fd)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise OSError(f"cannot start the sandbox: {exc}") from exc
+        finally:
+            for fd in passed:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        child.start_reading(limits.output_bytes, _STDERR_CAP)
+        return Prepared(child, status_r, block_w, staging)
+
+    def _prepare_kind(self, kind: Hashable) -> Prepared:
+        argv, binds, limits = cast(
+            tuple[tuple[str, ...], tuple[tuple[str, str], ...], Limits], kind
+        )
+        return self._prepare(argv, work=None, limits=limits, binds=dict(binds))
+
     async def run(
         self, argv: Sequence[str], *, work: Path, limits: Limits, stdin: bytes = b"",
         writable_work: bool = False, binds: Mapping[str, str] = {},
     ) -> RunOutcome:  # fmt: skip
         """Run ``argv`` in ``/work``. ``writable_work``: ``work`` itself is ``/work``
         (a compile step); otherwise ``/work`` is a fresh tmpfs with ``binds`` (names in
-        ``work`` -> paths inside) mounted read-only."""
-        status_r, status_w = os.pipe()
-        seccomp_r = self._seccomp_fd()
-        cmd = self.command(argv, work=work, writable_work=writable_work, limits=limits,
-                           binds=binds, status_fd=status_w, seccomp_fd=seccomp_r)  # fmt: skip
-        passed = (status_w,) if seccomp_r is None else (status_w, seccomp_r)
-        start = time.monotonic()
+        ``work`` -> paths inside) mounted read-only: such runs take a sandbox made ahead
+        when ``prestart`` > 0. ``wall_s`` counts from the moment the program is let go."""
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, pass_fds=passed,
-                env=RUN_ENV if self.isolation == "none" else {},
-                cwd=work, start_new_session=True,
-            )  # fmt: skip
-        except (OSError, ValueError) as exc:
-            os.close(status_r)
-            for fd in passed:
-                os.close(fd)
-            return RunOutcome("error", detail=f"cannot start the sandbox: {exc}")
-        for fd in passed:
-            os.close(fd)
-        try:
-            return await self._supervise(proc, stdin, limits, start, status_r)
-        finally:
-            if proc.returncode is None:
-                kill_tree(proc.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-            os.close(status_r)
-
-    async def _supervise(
-        self, proc: asyncio.subprocess.Process, stdin: bytes, limits: Limits, start: float,
-        status_r: int,
-    ) -> RunOutcome:  # fmt: skip
-        stdin_pipe, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
-        assert stdin_pipe is not None and stdout is not None and stderr is not None
-        out = bytearray()
-        err = bytearray()
-        over = asyncio.Event()
-
-        async def feed() -> None:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                stdin_pipe.write(stdin)
-                await stdin_pipe.drain()
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                stdin_pipe.close()
-
-        # Readers drain their pipe to the end (keeping only up to the caps): a paused
-        # pipe never sees its end, and the process would never count as finished.
-        async def read_out() -> None:
-            while chunk := await stdout.read(_CHUNK):
-                if len(out) <= limits.output_bytes:
-                    out.extend(chunk)
-                    if len(out) > limits.output_bytes:
-                        over.set()
-
-        async def read_err() -> None:
-            while chunk := await stderr.read(_CHUNK):
-                if len(err) < _STDERR_CAP:
-                    err.extend(chunk[: _STDERR_CAP - len(err)])
-
-        tasks = [asyncio.ensure_future(t()) for t in (feed, read_out, read_err)]
-        waiter = asyncio.ensure_future(proc.wait())
-        over_task = asyncio.ensure_future(over.wait())
-        killed: RunOutcome | None = None
-        try:
-            await asyncio.wait(
-                {waiter, over_task}, timeout=limits.wall_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not waiter.done():
-                killed = self._why_killed(proc.pid, over.is_set(), limits)
-                kill_tree(proc.pid)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(waiter), 5.0)
+            if self.isolation == "bwrap" and not writable_work and self.prestart > 0:
+                kind = (tuple(argv), tuple(binds.items()), limits)
+                box = self._pool.take(kind) or self._prepare_kind(kind)
+                try:
+                    box.stage(work, binds)
+                except OSError as exc:
+                    await box.discard()
+                    return RunOutcome("error", detail=f"cannot stage the program: {exc}")
             else:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(tasks[1], tasks[2]), 1.0)
+                box = self._prepare(argv, work=work, limits=limits,
+                                    writable_work=writable_work, binds=binds)  # fmt: skip
+        except OSError as exc:
+            return RunOutcome("error", detail=str(exc))
+        return await self._go(box, limits, stdin)
+
+    async def _go(self, box: Prepared, limits: Limits, stdin: bytes) -> RunOutcome:
+        try:
+            box.release()
+            start = time.monotonic()
+            box.child.feed(stdin)
+            return await self._supervise(box, limits, start)
         finally:
-            for task in (*tasks, over_task, waiter):
-                task.cancel()
-        wall = time.monotonic() - start
+            await box.discard()
+
+    async def close(self) -> None:
+        """Kill the sandboxes made ahead."""
+        await self._pool.close()
+
+    async def _supervise(self, box: Prepared, limits: Limits, start: float) -> RunOutcome:
+        child = box.child
+        waiter, over = child.exited, child.output_over
+        either: set[asyncio.Future[Any]] = {waiter, over}
+        await asyncio.wait(either, timeout=limits.wall_s, return_when=asyncio.FIRST_COMPLETED)
+        killed: RunOutcome | None = None
+        if over.done():
+            killed = self._why_killed(child.pid, True, limits)
+        elif not waiter.done():
+            killed = self._why_killed(child.pid, False, limits)
         if killed is not None:
-            stdout_kept = bytes(out[: limits.output_bytes])
-            return RunOutcome(killed.status, stdout=stdout_kept, stderr=bytes(err),
+            kill_tree(child.pid)
+            await asyncio.wait({waiter}, timeout=5.0)
+        else:
+            await child.output_closed(1.0)
+        wall = time.monotonic() - start
+        out, err = bytes(child.out), bytes(child.err)
+        if killed is not None:
+            return RunOutcome(killed.status, stdout=out[: limits.output_bytes], stderr=err,
                               wall_s=wall, detail=killed.detail)  # fmt: skip
-        return self._finished(proc.returncode, bytes(out), bytes(err), wall, status_r)
+        return self._finished(waiter.result(), out, err, wall, box)
 
     @staticmethod
     def _why_killed(pid: int, output_over: bool, limits: Limits) -> RunOutcome:
@@ -328,9 +377,9 @@ class Sandbox:
                           f"({cpu:.2f}s of CPU)")  # fmt: skip
 
     def _finished(self, code: int | None, out: bytes, err: bytes, wall: float,
-                  status_r: int) -> RunOutcome:  # fmt: skip
-        if self.isolation == "bwrap":
-            status = _read_status(status_r)
+                  box: Prepared) -> RunOutcome:  # fmt: skip
+        if box.status_r is not None:
+            status = box.status()
             if "child-pid" not in status:  # bwrap failed before the program started
                 detail = err.decode(errors="replace").strip()[-500:]
                 return RunOutcome("error", exit_code=code, stderr=err, wall_s=wall,
@@ -347,39 +396,3 @@ class Sandbox:
                                   wall_s=wall, detail="CPU time limit")  # fmt: skip
             return RunOutcome("signalled", signal=sig, stdout=out, stderr=err, wall_s=wall)
         return RunOutcome("finished", exit_code=code, stdout=out, stderr=err, wall_s=wall)
-
-
-def _read_status(fd: int) -> dict[str, int]:
-    """bwrap's --json-status-fd documents (one per line), merged."""
-    os.set_blocking(fd, False)
-    data = b""
-    with contextlib.suppress(BlockingIOError, OSError):
-        while chunk := os.read(fd, 65536):
-            data += chunk
-    status: dict[str, int] = {}
-    for line in data.decode(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            doc = json.loads(line)
-            if isinstance(doc, dict):
-                status.update({k: v for k, v in doc.items() if isinstance(v, int)})
-    return status
-
-
-class _WorkDir:
-    """A private temporary directory, owned by the run uid when the server is root."""
-
-    def __init__(self, owner: int | None) -> None:
-        self.owner = owner
-        self.path: Path | None = None
-
-    def __enter__(self) -> Path:
-        import tempfile
-
-        self.path = Path(tempfile.mkdtemp(prefix="referee-run-"))
-        if self.owner is not None:
-            os.chown(self.path, self.owner, self.owner)
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        if self.path is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
