@@ -531,7 +531,8 @@ class RewardEngine:
         for i, item in enumerate(items):
             failed = i in state.errors
             components = None if failed else state.components.get(i, {})
-            monitor.record(len(item.response), components,
+            text = bool(item.response) or not item.response_images  # an image-only response
+            monitor.record(len(item.response) if text else None, components,
                            state.errors[i][0] if failed else None)  # fmt: skip
             for name, value in (components or {}).items():
                 if value is not None:

@@ -214,3 +214,16 @@ def test_message_parts_become_prompt_and_response_images_in_order() -> None:
     parts = x.messages[0]["content"]
     assert [p["type"] for p in parts] == ["image", "text", "image"]
     assert parts[0]["sha256"] == x.prompt_images[0].sha256
+
+
+def test_length_bias_reads_response_text_and_leaves_image_only_responses_out() -> None:
+    from referee.monitors import PipelineMonitor
+
+    monitor = PipelineMonitor("p", {}, window=100)
+    for n in (10, 20, 30, 40):
+        monitor.record(n, {"r": n / 10})  # reward grows with the text's length
+    for r in (5.0, -5.0, 3.0):
+        monitor.record(None, {"r": r})  # image-only responses: no text length
+    stats = monitor.stats()["components"]["r"]  # type: ignore[index]
+    assert stats["count"] == 7
+    assert stats["length_correlation"] == pytest.approx(1.0)
