@@ -30,6 +30,8 @@ from referee_client.schema import ContentPart, Image, Message, RewardItem, Rewar
 __all__ = ["has_images", "resolve_images"]
 
 _IMAGE_FIELDS = ("prompt_images", "response_images", "reference_images")
+# A data: URL longer than this is base64-decoded in a worker thread.
+_INLINE_DATA_URL_CHARS = 1 << 20
 
 
 def has_images(item: RewardItem) -> bool:
@@ -155,7 +157,10 @@ class _Resolver:
         url = image.url or ""
         scheme = url.split(":", 1)[0].lower() if ":" in url[:12] else ""
         if scheme == "data":
-            data = self.data_url(url, where)
+            if len(url) > _INLINE_DATA_URL_CHARS:  # a large one decodes off the event loop
+                data = await asyncio.to_thread(self.data_url, url, where)
+            else:
+                data = self.data_url(url, where)
         elif scheme in ("http", "https"):
             data = await self.fetch(url, where)
         elif scheme in ("", "file"):
