@@ -18,7 +18,8 @@ and distinct (a text-to-image policy's outputs), prompts of 3 to 12 words; cache
   are built before the clock starts, as a trainer's client would have them ready).
 
 The two run alternately, ``--rounds`` times; the ratio is the median of the per-round
-ratios. Writes benchmarks/results/clip_throughput.json.
+ratios. ``--threads`` sets torch's threads in both (default 1: on a shared machine a
+second spinning torch thread slows a small model's forward pass many times over). Writes benchmarks/results/clip_throughput.json.
 """
 
 from __future__ import annotations
@@ -154,7 +155,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--per-request", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the plain loop and of the server (OMP_NUM_THREADS)",
+    )
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp())
     model_dir = save_tiny_clip(tmp / "clip")
     items = make_items(args.images, args.size)
@@ -170,7 +180,8 @@ def main() -> None:
     (tmp / "clip.yaml").write_text(yaml.safe_dump(config))
     plain = Plain(model_dir)
     plain.run(items[:64], args.batch)  # warm-up
-    proc, url, started_s = start_server(tmp / "clip.yaml")
+    proc, url, started_s = start_server(tmp / "clip.yaml",
+                                        {"OMP_NUM_THREADS": str(args.threads)})  # fmt: skip
     rounds = []
     try:
         asyncio.run(over_http(url, requests[:2], 2, 2 * args.per_request))  # warm-up
@@ -185,7 +196,6 @@ def main() -> None:
                   f"{served['images_per_s']:.1f} img/s, ratio {ratio:.2f}", flush=True)  # fmt: skip
     finally:
         stop(proc)
-    import torch
     import transformers
 
     result = {
@@ -193,6 +203,7 @@ def main() -> None:
                    f"{platform.python_version()}, torch {torch.__version__}, "
                    f"transformers {transformers.__version__}",
         "workload": {"images": args.images, "size": args.size, "batch": args.batch,
+                     "torch_threads": args.threads,
                      "clients": args.clients, "per_request": args.per_request,
                      "png_kib_mean": statistics.mean(len(d) for _, d in items) / 1024,
                      "request_mib_mean": statistics.mean(len(b) for b in requests) / 2**20},

@@ -16,12 +16,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from referee_client._json import json_data
 
@@ -90,6 +93,14 @@ class Image(_Strict):
     """The image file's bytes (base64 in JSON); instead of `url`."""
     detail: Literal["auto", "low", "high"] | None = None
     """OpenAI's detail hint, carried for judges that pass it on; scorers ignore it."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # a plain string is accepted as the image's url
+        schema = handler(core_schema)
+        return {"anyOf": [schema, {"type": "string", "description": "The image's `url`."}]}
 
     @model_validator(mode="before")
     @classmethod
@@ -213,7 +224,10 @@ class RewardItem(_Strict):
                 "anyOf": [
                     {
                         "required": ["messages", other],
-                        "properties": {"messages": {"type": "array"}},
+                        "properties": {
+                            "messages": {"type": "array"},
+                            other: {"type": "array" if other.endswith("images") else "string"},
+                        },
                     }
                     for other in ("response", "prompt", "response_images", "prompt_images")
                 ]
