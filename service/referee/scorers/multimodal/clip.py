@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from referee.media import INVALID_IMAGE, ImageData, ImageDecodeError
+from referee.media import INVALID_IMAGE, ImageData, ImageDecodeError, decode_all
 from referee.scorers.base import Prepared, ScoreInput, ScoreResult
 from referee.scorers.models._hf import LoadedModel, ModelOptions, ModelSource, _hash_path
 from referee.scorers.models._model import ItemRejected, ModelScorer, Seq
@@ -93,8 +93,8 @@ class ClipInput:
     (keyed by sha256) and, for image_to_reference, the reference images' pixels."""
 
     text: Seq | None
-    images: list[tuple[str, np.ndarray]]
-    references: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    images: list[tuple[str, np.ndarray | None]]
+    references: list[tuple[str, np.ndarray | None]] = field(default_factory=list)
     truncated: str | None = None
 
     @property
@@ -184,17 +184,32 @@ class ClipScorer(ModelScorer):
 
     def _prepare_items(self, items: Sequence[ScoreInput]) -> list[Prepared]:
         out = []
+        decoded: list[tuple[ClipInput, list[Any]]] = []
         for item in items:
             try:
-                encoded = self.encode(item)
-                out.append(Prepared(max(1, encoded.cost), encoded))
+                encoded, images = self.encode(item)
             except ItemRejected as exc:
                 out.append(Prepared(1, ScoreResult.failed(str(exc), exc.error_type)))
             except ImageDecodeError as exc:
                 out.append(Prepared(1, ScoreResult.failed(str(exc), INVALID_IMAGE)))
+            else:
+                out.append(Prepared(max(1, encoded.cost), encoded))
+                decoded.append((encoded, images))
+        # one processor call for every image of the request (a call has a fixed cost)
+        every = [image for _, images in decoded for image in images]
+        if every:
+            values = self.image_processor(images=every, return_tensors="np")["pixel_values"]
+            k = 0
+            for encoded, _ in decoded:
+                for slots in (encoded.images, encoded.references):
+                    for n, (key, _) in enumerate(slots):
+                        slots[n] = (key, values[k])
+                        k += 1
         return out
 
-    def encode(self, item: ScoreInput) -> ClipInput:  # type: ignore[override]
+    def encode(self, item: ScoreInput) -> tuple[ClipInput, list[Any]]:  # type: ignore[override]
+        """The item's tokens, and its images decoded (their pixels are filled in by one
+        processor call for the whole request)."""
         compare = self.options.compare
         if compare == "captioning":
             images, what = item.prompt_images, "prompt image"
@@ -214,18 +229,16 @@ class ClipScorer(ModelScorer):
             with self._tokenizing:
                 ids = self.tokens(source)
             text, note = self.fit(Seq(ids), "prompt" if compare == "text_to_image" else "response")
-        references: list[tuple[str, np.ndarray]] = []
+        references: Sequence[ImageData] = ()
         if compare == "image_to_reference":
-            if not item.reference_images:
+            references = item.reference_images
+            if not references:
                 raise ItemRejected("compare: image_to_reference needs `reference_images`",
                                    "missing_image")  # fmt: skip
-            references = self.pixels(item.reference_images)
-        return ClipInput(text, self.pixels(images), references, note)
-
-    def pixels(self, images: Sequence[ImageData]) -> list[tuple[str, np.ndarray]]:
-        decoded = [image.decode("RGB") for image in images]
-        values = self.image_processor(images=decoded, return_tensors="np")["pixel_values"]
-        return [(image.sha256, values[k]) for k, image in enumerate(images)]
+        pictures = decode_all([*images, *references], "RGB")
+        encoded = ClipInput(text, [(i.sha256, None) for i in images],
+                            [(i.sha256, None) for i in references], note)  # fmt: skip
+        return encoded, pictures
 
     # -- the forward pass (the model's thread, inference mode) ----------------------------
     def forward(self, encoded: list[ClipInput]) -> list[ScoreResult]:  # type: ignore[override]
@@ -237,6 +250,7 @@ class ClipScorer(ModelScorer):
         stacked: list[np.ndarray] = []
         for x in encoded:
             for key, values in (*x.images, *x.references):
+                assert values is not None  # filled in by _prepare_items
                 if key not in rows:
                     rows[key] = len(stacked)
                     stacked.append(values)
