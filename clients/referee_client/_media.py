@@ -7,10 +7,12 @@ given as bytes or a path is sent as it is (no re-encoding)."""
 from __future__ import annotations
 
 import base64
+import binascii
 import io
+import sys
 from pathlib import Path
 
-__all__ = ["data_url", "encode_image", "sniff_format"]
+__all__ = ["b64decode", "data_url", "encode_image", "sniff_format"]
 
 # magic bytes -> format name (as Pillow names it)
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -32,6 +34,15 @@ def sniff_format(data: bytes) -> str | None:
         if data.startswith(magic):
             return name
     return None
+
+
+def b64decode(text: str | bytes) -> bytes:
+    """Strict base64 (no characters outside the alphabet, correct padding), at C speed:
+    ``base64.b64decode(validate=True)`` checks with a regular expression first, which is
+    ten times slower on a large image. Raises ``binascii.Error``."""
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(text, strict_mode=True)
+    return base64.b64decode(text, validate=True)  # pragma: no cover - Python 3.10
 
 
 def data_url(data: bytes) -> str:

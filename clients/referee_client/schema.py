@@ -6,7 +6,6 @@ Keep this module free of server dependencies: a trainer installs only pydantic a
 
 from __future__ import annotations
 
-import base64
 import binascii
 import math
 from collections import Counter
@@ -111,7 +110,9 @@ class Image(_Strict):
             data = value.get("data")
             if isinstance(data, str):  # JSON carries bytes as base64
                 try:
-                    return {**value, "data": base64.b64decode(data, validate=True)}
+                    from referee_client._media import b64decode
+
+                    return {**value, "data": b64decode(data)}
                 except (binascii.Error, ValueError):
                     raise ValueError("`data` is not base64") from None
             return value

@@ -14,7 +14,6 @@ decode is that item's error, not the request's.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import os
 import stat
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from referee.errors import ErrorKind, RefereeError
 from referee.media.settings import MediaSettings
-from referee_client._media import sniff_format
+from referee_client._media import b64decode, sniff_format
 from referee_client.schema import ContentPart, Image, Message, RewardItem, RewardRequest
 
 __all__ = ["has_images", "resolve_images"]
@@ -91,7 +90,7 @@ class _Resolver:
             if len(payload) * 3 // 4 > self.settings.max_image_bytes + 3:
                 raise self.too_large(len(payload) * 3 // 4, where)
             try:
-                return base64.b64decode(payload, validate=True)
+                return b64decode(payload)
             except (binascii.Error, ValueError):
                 raise _invalid(where, "the data: URL's payload is not valid base64") from None
         return urllib.parse.unquote_to_bytes(payload)
