@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from referee.media import INVALID_IMAGE, ImageData, ImageDecodeError, decode_all
+from referee.media import INVALID_IMAGE, ImageData, ImageDecodeError
 from referee.scorers.base import Prepared, ScoreInput, ScoreResult
 from referee.scorers.models._hf import LoadedModel, ModelOptions, ModelSource, _hash_path
 from referee.scorers.models._model import ItemRejected, ModelScorer, Seq
@@ -183,33 +183,41 @@ class ClipScorer(ModelScorer):
         return await asyncio.to_thread(self._prepare_items, items)
 
     def _prepare_items(self, items: Sequence[ScoreInput]) -> list[Prepared]:
-        out = []
-        decoded: list[tuple[ClipInput, list[Any]]] = []
+        out: list[Prepared] = []
+        unique: dict[str, int] = {}  # sha256 -> row: an image repeated in the request (a
+        pictures: list[Any] = []  # group's prompt image) is decoded and preprocessed once
+        broken: dict[str, str] = {}
         for item in items:
             try:
                 encoded, images = self.encode(item)
+                for image in images:
+                    if image.sha256 in broken:
+                        raise ImageDecodeError(broken[image.sha256])
+                    if image.sha256 not in unique:
+                        try:
+                            pictures.append(image.decode("RGB"))
+                        except ImageDecodeError as exc:
+                            broken[image.sha256] = str(exc)
+                            raise
+                        unique[image.sha256] = len(pictures) - 1
             except ItemRejected as exc:
                 out.append(Prepared(1, ScoreResult.failed(str(exc), exc.error_type)))
             except ImageDecodeError as exc:
                 out.append(Prepared(1, ScoreResult.failed(str(exc), INVALID_IMAGE)))
             else:
                 out.append(Prepared(max(1, encoded.cost), encoded))
-                decoded.append((encoded, images))
-        # one processor call for every image of the request (a call has a fixed cost)
-        every = [image for _, images in decoded for image in images]
-        if every:
-            values = self.image_processor(images=every, return_tensors="np")["pixel_values"]
-            k = 0
-            for encoded, _ in decoded:
-                for slots in (encoded.images, encoded.references):
-                    for n, (key, _) in enumerate(slots):
-                        slots[n] = (key, values[k])
-                        k += 1
+        if pictures:  # one processor call for the request's images (a call has a fixed cost)
+            values = self.image_processor(images=pictures, return_tensors="np")["pixel_values"]
+            for prepared in out:
+                if isinstance(prepared.payload, ClipInput):
+                    for slots in (prepared.payload.images, prepared.payload.references):
+                        for n, (key, _) in enumerate(slots):
+                            slots[n] = (key, values[unique[key]])
         return out
 
-    def encode(self, item: ScoreInput) -> tuple[ClipInput, list[Any]]:  # type: ignore[override]
-        """The item's tokens, and its images decoded (their pixels are filled in by one
-        processor call for the whole request)."""
+    def encode(self, item: ScoreInput) -> tuple[ClipInput, list[ImageData]]:  # type: ignore[override]
+        """The item's tokens and the images it compares (their pixels are filled in by
+        one processor call for the whole request)."""
         compare = self.options.compare
         if compare == "captioning":
             images, what = item.prompt_images, "prompt image"
@@ -235,10 +243,9 @@ class ClipScorer(ModelScorer):
             if not references:
                 raise ItemRejected("compare: image_to_reference needs `reference_images`",
                                    "missing_image")  # fmt: skip
-        pictures = decode_all([*images, *references], "RGB")
         encoded = ClipInput(text, [(i.sha256, None) for i in images],
                             [(i.sha256, None) for i in references], note)  # fmt: skip
-        return encoded, pictures
+        return encoded, [*images, *references]
 
     # -- the forward pass (the model's thread, inference mode) ----------------------------
     def forward(self, encoded: list[ClipInput]) -> list[ScoreResult]:  # type: ignore[override]
