@@ -57,6 +57,22 @@ def smollm_classifier(tmp_path_factory: pytest.TempPathFactory, smollm: Path) ->
     return save_smollm_classifier(tmp_path_factory.mktemp("smollm-rm"), smollm)
 
 
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny vision-language model (LLaVA) built from its config, with its processor."""
+    from tests.models import save_tiny_llava
+
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_rm(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path) -> Path:
+    """A VLM reward model: the tiny LLaVA under a seeded sequence-classification head."""
+    from tests.models import save_tiny_llava_classifier
+
+    return save_tiny_llava_classifier(tmp_path_factory.mktemp("tiny-llava-rm"), tiny_llava)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`gpu` tests run only where CUDA is present (a lent accelerator), `vllm` tests unless
     REFEREE_VLLM_TESTS is off; elsewhere they are reported as skipped with the reason,

@@ -13,10 +13,13 @@ import importlib.util
 from pathlib import Path
 
 __all__ = [
+    "VLM_CHAT_TEMPLATE",
     "minilm_dir",
     "save_minilm_head",
     "save_smollm",
     "save_smollm_classifier",
+    "save_tiny_llava",
+    "save_tiny_llava_classifier",
     "smollm_gguf",
 ]
 
@@ -90,4 +93,94 @@ def save_smollm_classifier(target: Path, lm_dir: Path, num_labels: int = 1, seed
     _scale_head(model, seed)
     model.save_pretrained(target)
     transformers.AutoTokenizer.from_pretrained(str(lm_dir)).save_pretrained(target)
+    return target
+
+
+# LLaVA-style chat template over content parts ({"type": "image"} -> <image>).
+VLM_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_VLM_CORPUS = [
+    "You are a strict, impartial judge. Rate the response from 1 (worst) to 10 (best).",
+    "Score: 1 2 3 4 5 6 7 8 9 10. Verdict: Yes No. Winner: A B. Ranking: 2 > 1 > 3",
+    "[Question] What is in the picture? [Response] A red square on a white background.",
+    "Describe the image. The capital of France is Paris. A cat sits on a blue mat.",
+]
+
+
+def save_tiny_llava(target: Path, seed: int = 0) -> Path:
+    """A tiny LLaVA (a 2-layer CLIP vision tower, a 2-layer Llama text tower, 28x28 images
+    as 4 tokens) built from its config with a fixed seed, saved with its processor (a BPE
+    tokenizer trained here on a few sentences, the PIL CLIP image processor, a chat
+    template over content parts). Loaded by the same code that loads a hub id."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    special = ["<pad>", "<s>", "</s>", "<image>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=special, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    bpe.train_from_iterator(_VLM_CORPUS * 4, trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"}, chat_template=VLM_CHAT_TEMPLATE,
+    )  # fmt: skip
+    config = transformers.LlavaConfig(
+        vision_config=transformers.CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=28, patch_size=14, projection_dim=32,
+        ),
+        text_config=transformers.LlamaConfig(
+            vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=64,
+            num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+            max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
+            eos_token_id=bpe.token_to_id("<|im_end|>"),
+        ),
+        image_token_id=bpe.token_to_id("<image>"), vision_feature_select_strategy="default",
+        vision_feature_layer=-1, projector_hidden_act="gelu",
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = transformers.LlavaForConditionalGeneration(config)
+    with torch.no_grad():  # spread the logits: a wrong token or image shows clearly
+        for name, param in model.named_parameters():
+            if name.endswith("weight") and param.dim() == 2:
+                param.normal_(0.0, 0.2)
+    model.save_pretrained(target)
+    image_processor = transformers.CLIPImageProcessorPil(
+        size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}
+    )
+    processor = transformers.LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
+        vision_feature_select_strategy="default", chat_template=VLM_CHAT_TEMPLATE,
+        num_additional_image_tokens=1,
+    )  # fmt: skip
+    processor.save_pretrained(target)
+    return target
+
+
+def save_tiny_llava_classifier(target: Path, llava_dir: Path, seed: int = 0) -> Path:
+    """The tiny LLaVA under a fresh, seeded `score` head (transformers' generic
+    sequence-classification head over LlavaModel): a VLM reward model, saved with its
+    processor, as a VLM reward model checkpoint is."""
+    import transformers
+    from transformers.modeling_layers import GenericForSequenceClassification
+
+    cls = type(
+        "LlavaForSequenceClassification",
+        (GenericForSequenceClassification, transformers.LlavaPreTrainedModel),
+        {},
+    )
+    model = cls.from_pretrained(str(llava_dir), num_labels=1)
+    _scale_head(model, seed)
+    model.save_pretrained(target)
+    transformers.AutoProcessor.from_pretrained(str(llava_dir)).save_pretrained(target)
     return target
