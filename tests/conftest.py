@@ -73,6 +73,15 @@ def tiny_llava_rm(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path) ->
     return save_tiny_llava_classifier(tmp_path_factory.mktemp("tiny-llava-rm"), tiny_llava)
 
 
+@pytest.fixture(scope="session")
+def tiny_llava_judge(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path) -> Path:
+    """A VLM judge: the tiny LLaVA taught to answer "Score: 5" for a red image and
+    "Score: 1" for a blue one (seeded training, seconds)."""
+    from tests.models import save_tiny_llava_judge
+
+    return save_tiny_llava_judge(tmp_path_factory.mktemp("tiny-llava-judge"), tiny_llava)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`gpu` tests run only where CUDA is present (a lent accelerator), `vllm` tests unless
     REFEREE_VLLM_TESTS is off; elsewhere they are reported as skipped with the reason,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "VLM_CHAT_TEMPLATE",
@@ -183,4 +184,64 @@ def save_tiny_llava_classifier(target: Path, llava_dir: Path, seed: int = 0) -> 
     _scale_head(model, seed)
     model.save_pretrained(target)
     transformers.AutoProcessor.from_pretrained(str(llava_dir)).save_pretrained(target)
+    return target
+
+
+def colour_square(red: bool, seed: int) -> Any:
+    """A noisy image that is mostly red (``red``) or mostly blue, of a random size."""
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    w, h = rng.randint(24, 80), rng.randint(24, 80)
+    base = (200, 30, 30) if red else (30, 30, 200)
+    pixels = bytes(max(0, min(255, c + rng.randint(-40, 40))) for _ in range(w * h) for c in base)
+    return Image.frombytes("RGB", (w, h), pixels)
+
+
+def save_tiny_llava_judge(
+    target: Path, llava_dir: Path, steps: int = 30, batch: int = 8, seed: int = 0
+) -> Path:
+    """The tiny LLaVA taught, in a few seconds of seeded training, to answer a judge's
+    question about an image with "Score: 5" for a mostly red image and "Score: 1" for a
+    mostly blue one: a VLM judge whose verdicts are among its likely tokens and depend on
+    the image it is shown (so a test can tell the image reached the model)."""
+    import random
+
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    processor = transformers.AutoProcessor.from_pretrained(str(llava_dir))
+    model = transformers.LlavaForConditionalGeneration.from_pretrained(str(llava_dir))
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    questions = ["What is in the picture?", "Describe the image.", "Is the square red?", ""]
+    answers = ["A red square.", "A blue square.", "A square.", "", "Paris."]
+    for _ in range(steps):  # a batch of red and blue images under one question
+        user = [{"type": "image"}, {"type": "text", "text": (
+            f"[Question]\n{rng.choice(questions)}\n\n[Response]\n{rng.choice(answers)}\n\n"
+            "Rate the response from 1 (worst) to 5 (best).\nAnswer \"Score: N\" only."
+        )}]  # fmt: skip
+        texts, images = [], []
+        for red in (True, False) * (batch // 2):
+            chat = [{"role": "user", "content": user},
+                    {"role": "assistant", "content": [{"type": "text", "text": f"Score: {5 if red else 1}"}]}]  # fmt: skip
+            texts.append(processor.apply_chat_template(chat, tokenize=False))
+            images.append(colour_square(red, rng.randrange(10**6)))
+        enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
+        prompt = processor.apply_chat_template(chat[:1], tokenize=False, add_generation_prompt=True)
+        n_prompt = len(processor(text=[prompt], images=images[:1])["input_ids"][0])
+        labels = enc["input_ids"].clone()
+        labels[:, :n_prompt] = -100  # learn the answer only
+        labels[enc["attention_mask"] == 0] = -100
+        loss = model(**enc, labels=labels).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
     return target

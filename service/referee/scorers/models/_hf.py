@@ -35,6 +35,7 @@ __all__ = [
     "ModelSource",
     "load_model",
     "load_tokenizer",
+    "load_vision_processor",
     "resolve_device_dtype",
 ]
 
@@ -214,6 +215,26 @@ def load_tokenizer(options: ModelOptions) -> Any:
     if source.gguf_file is not None:
         kwargs["gguf_file"] = source.gguf_file
     return transformers.AutoTokenizer.from_pretrained(source.ref, **kwargs)
+
+
+def load_vision_processor(options: ModelOptions) -> Any:
+    """A vision-language model's processor, without its weights; None for a text model."""
+    import transformers
+
+    source = ModelSource.parse(options.model)
+    if source.gguf_file is not None:
+        return None
+    kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
+    if options.revision is not None:
+        kwargs["revision"] = options.revision
+    if not is_vision_config(transformers.AutoConfig.from_pretrained(source.ref, **kwargs)):
+        return None
+    return load_processor(
+        source.ref if options.tokenizer is None else options.tokenizer,
+        use_fast=options.fast_image_processor,
+        trust_remote_code=options.trust_remote_code,
+        revision=options.revision,
+    )
 
 
 def load_model(options: ModelOptions, auto_class: str) -> LoadedModel:

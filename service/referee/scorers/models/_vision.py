@@ -195,3 +195,88 @@ def item_has_images(item: Any) -> bool:
             if any(p.get("type") in ("image", "image_url") for p in m["content"]):
                 return True
     return False
+
+
+def item_images(item: Any) -> tuple[list[ImageLike], list[ImageLike]]:
+    """An item's images split by side: the question's (prompt images, images of every turn
+    but the last) and the response's (response images, images of the last turn)."""
+    if item.messages is None:
+        return (
+            list(getattr(item, "prompt_images", ()) or ()),
+            list(getattr(item, "response_images", ()) or ()),
+        )
+    sides: tuple[list[ImageLike], list[ImageLike]] = ([], [])
+    last = len(item.messages) - 1
+    for i, message in enumerate(item.messages):
+        if not isinstance(message["content"], str):
+            for part in message["content"]:
+                if part.get("type") in ("image", "image_url"):
+                    sides[i == last].append(part.get("image"))
+    return sides
+
+
+def without_images(value: Any) -> Any:
+    """A chat with each image part's image replaced by its digest: what identifies a call."""
+    if isinstance(value, dict):
+        if value.get("type") == "image" and "image" in value:
+            return {"type": "image", "image_sha256": image_digest(value["image"])}
+        return {k: without_images(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_images(v) for v in value]
+    return value
+
+
+def chat_images(chat: Sequence[dict[str, Any]]) -> list[ImageLike]:
+    """The images of a chat's image parts, in order."""
+    return [
+        part["image"]
+        for message in chat
+        if not isinstance(message["content"], str)
+        for part in message["content"]
+        if part.get("type") == "image"
+    ]
+
+
+def strip_images(chat: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A chat as a chat template renders it: image parts without their image objects."""
+    return [
+        m
+        if isinstance(m["content"], str)
+        else {
+            **m,
+            "content": [{"type": "image"} if p.get("type") == "image" else p for p in m["content"]],
+        }
+        for m in chat
+    ]
+
+
+def image_data_url(image: ImageLike) -> str:
+    """An image as a ``data:`` URL: its original bytes when the image carries them (no
+    re-encoding), else PNG."""
+    import base64
+    import io
+
+    data, mime = getattr(image, "data", None), getattr(image, "mime", None)
+    if not (isinstance(data, bytes) and isinstance(mime, str)):
+        buffer = io.BytesIO()
+        as_pil(image).save(buffer, format="PNG")
+        data, mime = buffer.getvalue(), "image/png"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def openai_content(chat: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A chat as the OpenAI chat API takes it: image parts as ``image_url`` parts."""
+    return [
+        m
+        if isinstance(m["content"], str)
+        else {
+            **m,
+            "content": [
+                {"type": "image_url", "image_url": {"url": image_data_url(p["image"])}}
+                if p.get("type") == "image"
+                else p
+                for p in m["content"]
+            ],
+        }
+        for m in chat
+    ]

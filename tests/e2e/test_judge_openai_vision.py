@@ -1,0 +1,41 @@
+"""The judge's `openai` backend with images: content parts go to a real OpenAI-compatible
+server process (tests/e2e/openai_server.py serving the tiny LLaVA judge with its processor)
+as `image_url` parts with `data:` URLs, and the verdicts equal the in-process transformers
+backend's on the same model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from referee.scorers import scorer_class
+from tests.e2e.test_judge_openai import judge, serving
+from tests.integration.test_vlm_judge import image_item
+
+pytest.importorskip("torch", reason="the test server runs the model with transformers")
+
+
+async def test_image_items_judged_through_an_endpoint_match_the_local_backend(
+    tiny_llava_judge: Path,
+) -> None:
+    items = [image_item(i, red=i % 2 == 0) for i in range(4)]
+    items.append(image_item(9, True, "", in_response=True))  # the image is the response
+    cls = scorer_class("judge")
+    local = cls("l", cls.Options.model_validate({"model": str(tiny_llava_judge), "scale": [1, 5]}))
+    await local.setup()
+    expected = await local.score_batch(items)
+    with serving(tiny_llava_judge) as url:
+        remote = await judge(tiny_llava_judge, url, scale=[1, 5])
+        got = await remote.score_batch(items)
+        parsed = await judge(tiny_llava_judge, url, scale=[1, 5], mode="parse",
+                             sampling={"max_new_tokens": 6})  # fmt: skip
+        texts = await parsed.score_batch(items[:2])
+        await remote.close()
+        await parsed.close()
+    for want, have in zip(expected, got, strict=True):
+        assert have.error is None, have.error
+        assert want.aspects["verdict_mass"] > 0.99  # the labels are within the top 20
+        assert have.value == pytest.approx(want.value, abs=1e-4)
+    assert got[0].value > 0.8 and got[1].value < 0.2  # type: ignore[operator]  # the image arrived
+    assert [t.value for t in texts] == [1.0, 0.0]  # "Score: 5" for red, "Score: 1" for blue
