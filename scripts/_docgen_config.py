@@ -154,7 +154,7 @@ def _models() -> Iterator[tuple[str, type[BaseModel], str]]:
     from referee.pipeline import nodes
     from referee.scorers._registry import KNOWN_KINDS, scorer_class
 
-    for section in ("server", "batching", "cache"):
+    for section in ("server", "batching", "cache", "media"):
         model = config.Settings.model_fields[section].annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
         yield f"`{section}`", model, "section"

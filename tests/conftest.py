@@ -82,6 +82,22 @@ def tiny_llava_judge(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path)
     return save_tiny_llava_judge(tmp_path_factory.mktemp("tiny-llava-judge"), tiny_llava)
 
 
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CLIPModel with its processor (random weights, seed 0), saved like a hub
+    checkpoint; logit_scale log(100), as OpenAI's CLIP ends training with."""
+    from tests.models import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), logit_scale=4.6052)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An aesthetic-style head (16 -> 8 -> 1 linear layers) over the tiny CLIP's embeddings."""
+    from tests.models import save_linear_head
+
+    return save_linear_head(tmp_path_factory.mktemp("clip-head") / "head.safetensors")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`gpu` tests run only where CUDA is present (a lent accelerator), `vllm` tests unless
     REFEREE_VLLM_TESTS is off; elsewhere they are reported as skipped with the reason,

@@ -10,17 +10,22 @@ spread over several units and a wrong token or a padding bug shows as a clear ch
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "VLM_CHAT_TEMPLATE",
+    "colour_square",
     "minilm_dir",
+    "save_linear_head",
     "save_minilm_head",
     "save_smollm",
     "save_smollm_classifier",
+    "save_tiny_clip",
     "save_tiny_llava",
     "save_tiny_llava_classifier",
+    "save_tiny_llava_judge",
     "smollm_gguf",
 ]
 
@@ -244,4 +249,88 @@ def save_tiny_llava_judge(
     model.eval()
     model.save_pretrained(target)
     processor.save_pretrained(target)
+    return target
+
+
+# -- multimodal: a tiny CLIP built from a config (no CLIP weights can be downloaded here) --
+TINY_CLIP_IMAGE_SIZE = 32
+
+
+def _byte_level_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP BPE vocabulary of single byte-level characters (each also with the
+    end-of-word mark ``</w>``) and a few merges: every text tokenizes, without a download."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    chars = [chr(c) for c in cs]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in chars:
+        vocab.setdefault(ch, len(vocab))
+    for ch in chars:
+        vocab.setdefault(ch + "</w>", len(vocab))
+    merges = ["t h", "th e</w>", "a t</w>", "c at</w>", "d o", "do g</w>", "i n</w>", "o f</w>"]
+    pairs = [(a, b) for a, b in (merge.split(" ") for merge in merges)]
+    for a, b in pairs:
+        vocab.setdefault(a + b, len(vocab))
+    return vocab, pairs
+
+
+def save_tiny_clip(target: Path, seed: int = 0, logit_scale: float = 2.6592) -> Path:
+    """A small CLIPModel (random weights from ``seed``; 2 layers of width 32 in each tower,
+    32x32 images in 8x8 patches) saved with its CLIPProcessor: a byte-level BPE tokenizer
+    and the PIL image processor. Loaded by the clip scorer exactly as a hub id is."""
+    import torch
+    import transformers
+
+    vocab, merges = _byte_level_vocab()
+    tokenizer = transformers.CLIPTokenizer(vocab=vocab, merges=merges)
+    tokenizer.model_max_length = 77
+    size = TINY_CLIP_IMAGE_SIZE
+    # the PIL image processor: PyPI's torchvision does not import beside this torch build
+    processor_class = getattr(transformers, "CLIPImageProcessorPil", None)
+    image_processor = (processor_class or transformers.CLIPImageProcessor)(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    )
+    config = transformers.CLIPConfig(
+        text_config={
+            "vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 77,
+            "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "image_size": size, "patch_size": 8,
+        },
+        projection_dim=16,
+        logit_scale_init_value=logit_scale,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = transformers.CLIPModel(config)
+    model.eval()
+    model.save_pretrained(target)
+    processor = transformers.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    processor.save_pretrained(target)
+    return target
+
+
+def save_linear_head(target: Path, dims: tuple[int, ...] = (16, 8, 1), seed: int = 0) -> Path:
+    """An aesthetic-style head (LAION's predictor shape: linear layers over the normalised
+    CLIP image embedding) as safetensors, keys ``N.weight`` / ``N.bias``."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    tensors = {}
+    for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
+        layer = torch.nn.Linear(d_in, d_out)
+        torch.nn.init.normal_(layer.weight, std=1.0)
+        tensors[f"{2 * i}.weight"] = layer.weight.detach().contiguous()
+        tensors[f"{2 * i}.bias"] = layer.bias.detach().contiguous()
+    save_file(tensors, str(target))
     return target

@@ -18,8 +18,10 @@ from referee_client.errors import (
     ServiceUnavailableError,
 )
 from referee_client.schema import (
+    ContentPart,
     ErrorBody,
     ErrorDetail,
+    Image,
     ItemError,
     Message,
     Outcome,
@@ -40,9 +42,11 @@ __all__ = [
     "AsyncRewardStream",
     "AuthenticationError",
     "BadRequestError",
+    "ContentPart",
     "ErrorBody",
     "ErrorDetail",
     "GatewayTimeoutError",
+    "Image",
     "ItemError",
     "Message",
     "NotFoundError",

@@ -7,6 +7,8 @@ Needs the ``grpc`` extra (protobuf).
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -14,7 +16,9 @@ from google.protobuf import json_format, struct_pb2
 from referee_client._proto import referee_pb2 as pb
 from referee_client.schema import (
     ErrorDetail,
+    Image,
     ItemError,
+    Message,
     RewardRequest,
     RewardResponse,
     RewardResult,
@@ -47,6 +51,63 @@ def _integral(value: Any) -> Any:
     return value
 
 
+# -- images --------------------------------------------------------------------------------
+_IMAGE_FIELDS = ("prompt_images", "response_images", "reference_images")
+
+
+def _image_to_proto(image: Image, out: pb.Image) -> None:
+    """gRPC carries raw bytes: a ``data:`` URL travels as its decoded bytes."""
+    data = image.data
+    if data is None and image.url is not None and image.url.startswith("data:"):
+        head, _, payload = image.url.partition(",")
+        if head.endswith(";base64"):
+            try:
+                data = base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                data = None  # the server names the field that is not base64
+    if data is not None:
+        out.data = data
+    elif image.url is not None:
+        out.url = image.url
+    if image.detail is not None:
+        out.detail = image.detail
+
+
+def _image_from_proto(msg: pb.Image) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for name in ("url", "data", "detail"):
+        if msg.HasField(name):
+            data[name] = getattr(msg, name)
+    return data
+
+
+def _message_to_proto(message: Message, out: pb.Message) -> None:
+    out.role = message.role
+    if isinstance(message.content, str):
+        out.content = message.content
+        return
+    for part in message.content:
+        p = out.content_parts.add(type=part.type)
+        if part.text is not None:
+            p.text = part.text
+        if part.image_url is not None:
+            _image_to_proto(part.image_url, p.image_url)
+
+
+def _message_from_proto(msg: pb.Message) -> dict[str, Any]:
+    if not msg.content_parts:
+        return {"role": msg.role, "content": msg.content}
+    parts: list[dict[str, Any]] = []
+    for p in msg.content_parts:
+        part: dict[str, Any] = {"type": p.type}
+        if p.HasField("text"):
+            part["text"] = p.text
+        if p.HasField("image_url"):
+            part["image_url"] = _image_from_proto(p.image_url)
+        parts.append(part)
+    return {"role": msg.role, "content": parts}
+
+
 # -- requests ------------------------------------------------------------------------------
 def request_to_proto(request: RewardRequest) -> pb.RewardRequest:
     msg = pb.RewardRequest(pipeline=request.pipeline)
@@ -57,7 +118,10 @@ def request_to_proto(request: RewardRequest) -> pb.RewardRequest:
             if value is not None:
                 setattr(out, name, value)
         for message in item.messages or ():
-            out.messages.add(role=message.role, content=message.content)
+            _message_to_proto(message, out.messages.add())
+        for name in _IMAGE_FIELDS:
+            for image in getattr(item, name) or ():
+                _image_to_proto(image, getattr(out, name).add())
         if item.reference_rewards:
             out.reference_rewards.extend(item.reference_rewards)
         if item.metadata is not None:
@@ -82,7 +146,11 @@ def request_from_proto(msg: pb.RewardRequest) -> dict[str, Any]:
             if item.HasField(name):
                 data[name] = getattr(item, name)
         if item.messages:
-            data["messages"] = [{"role": m.role, "content": m.content} for m in item.messages]
+            data["messages"] = [_message_from_proto(m) for m in item.messages]
+        for name in _IMAGE_FIELDS:
+            images = getattr(item, name)
+            if images:
+                data[name] = [_image_from_proto(image) for image in images]
         if item.reference_rewards:
             data["reference_rewards"] = list(item.reference_rewards)
         if item.HasField("metadata"):

@@ -6,18 +6,31 @@ Keep this module free of server dependencies: a trainer installs only pydantic a
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from collections import Counter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from referee_client._json import json_data
 
 __all__ = [
     "ConfigApplyRequest",
+    "ContentPart",
     "ErrorBody",
     "ErrorDetail",
+    "Image",
     "ItemError",
     "Message",
     "Outcome",
@@ -55,21 +68,131 @@ class _Strict(_Documented):
     model_config = ConfigDict(extra="forbid")
 
 
+class Image(_Strict):
+    """One image: its ``url`` or its raw ``data``, not both.
+
+    ``url`` is a ``data:`` URL (base64; always accepted), a path on the server (``/abs``
+    or ``file:///abs``; only under the server's ``media.roots``), or an ``http(s)`` URL
+    (only on hosts the server's ``media.url_hosts`` allows). ``data`` is the encoded file
+    (PNG, JPEG or WebP): raw bytes over gRPC, base64 in JSON. In Python, give a PIL image,
+    a numpy array (HxW or HxWxC, uint8 or floats in [0, 1]), a ``pathlib.Path`` of a local
+    file or ``bytes``: the SDK encodes it (PNG) and sends it as a data URL over HTTP and as
+    bytes over gRPC. A plain string is a ``url``.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", ser_json_bytes="base64", use_attribute_docstrings=True
+    )  # fmt: skip
+
+    url: str | None = None
+    """A `data:` URL, a server-side path under `media.roots`, or an allow-listed http(s) URL."""
+    data: bytes | None = None
+    """The image file's bytes (base64 in JSON); instead of `url`."""
+    detail: Literal["auto", "low", "high"] | None = None
+    """OpenAI's detail hint, carried for judges that pass it on; scorers ignore it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_python(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {"url": value}
+        if isinstance(value, dict):
+            data = value.get("data")
+            if isinstance(data, str):  # JSON carries bytes as base64
+                try:
+                    return {**value, "data": base64.b64decode(data, validate=True)}
+                except (binascii.Error, ValueError):
+                    raise ValueError("`data` is not base64") from None
+            return value
+        if isinstance(value, BaseModel):
+            return value
+        from referee_client._media import encode_image  # numpy/PIL only when used
+
+        return {"data": encode_image(value)}
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Image:
+        if (self.url is None) == (self.data is None):
+            raise ValueError("give an image's `url` or its `data`, exactly one")
+        if self.url is not None and not self.url:
+            raise ValueError("`url` is empty")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _data_url_in_json(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        # JSON carries an image the way OpenAI-style clients do: as a data URL.
+        out: dict[str, Any] = handler(self)
+        if info.mode_is_json() and self.data is not None:
+            from referee_client._media import data_url
+
+            out.pop("data", None)
+            out["url"] = data_url(self.data)
+        return out
+
+
+class ContentPart(_Strict):
+    """One part of a turn's content, OpenAI-style: ``{"type": "text", "text": ...}`` or
+    ``{"type": "image_url", "image_url": {"url": ...}}``."""
+
+    type: Literal["text", "image_url"]
+    """`text` or `image_url`."""
+    text: str | None = None
+    """The text of a `text` part."""
+    image_url: Image | None = None
+    """The image of an `image_url` part."""
+
+    @model_validator(mode="after")
+    def _matches_type(self) -> ContentPart:
+        if self.type == "text" and (self.text is None or self.image_url is not None):
+            raise ValueError("a `text` part has `text` and no `image_url`")
+        if self.type == "image_url" and (self.image_url is None or self.text is not None):
+            raise ValueError("an `image_url` part has `image_url` and no `text`")
+        return self
+
+
 class Message(_Strict):
-    """One chat turn. ``content`` is plain text."""
+    """One chat turn. ``content`` is text, or a list of content parts (text and images,
+    OpenAI-style) for a vision-language conversation."""
 
     role: Literal["system", "user", "assistant", "tool"]
     """Who speaks."""
-    content: str
-    """The turn's text."""
+    content: str | list[ContentPart]
+    """The turn's text, or its parts: `{"type": "text", "text": ...}` and
+    `{"type": "image_url", "image_url": {"url": ...}}`."""
+
+    @field_validator("content")
+    @classmethod
+    def _parts_not_empty(cls, value: str | list[ContentPart]) -> str | list[ContentPart]:
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one content part (or a string)")
+        return value
+
+    def text(self) -> str:
+        """The turn's text: ``content``, or its text parts joined by newlines."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text or "" for p in self.content if p.type == "text")
+
+    def images(self) -> list[Image]:
+        """The turn's images, in order."""
+        if isinstance(self.content, str):
+            return []
+        return [p.image_url for p in self.content if p.image_url is not None]
 
 
 class RewardItem(_Strict):
     """One rollout to score.
 
     Give either ``prompt`` + ``response`` or ``messages`` (a chat whose last turn is the
-    assistant's response). ``reference`` is the ground truth (a gold answer, a pattern
-    argument); numbers are accepted and carried as text. ``group`` ties together the
+    assistant's response). Images: a text-to-image rollout's generated image is its
+    response (``response_images``, with or without a ``response`` text); a captioning or
+    VQA rollout's input image is in ``prompt_images``; in ``messages`` images are content
+    parts (a user turn's images are prompt images, the last assistant turn's are response
+    images); ``reference_images`` are ground truth to compare an image with.
+    ``reference`` is the ground truth (a gold answer, a pattern argument); numbers are
+    accepted and carried as text. ``group`` ties together the
     rollouts of one prompt (GRPO group normalisation, in-group comparisons).
     """
 
@@ -81,14 +204,18 @@ class RewardItem(_Strict):
             "anyOf": [
                 {"required": ["response"], "properties": {"response": {"type": "string"}}},
                 {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+                {
+                    "required": ["response_images"],
+                    "properties": {"response_images": {"type": "array", "minItems": 1}},
+                },
             ],
             "not": {
                 "anyOf": [
                     {
                         "required": ["messages", other],
-                        "properties": {"messages": {"type": "array"}, other: {"type": "string"}},
+                        "properties": {"messages": {"type": "array"}},
                     }
-                    for other in ("response", "prompt")
+                    for other in ("response", "prompt", "response_images", "prompt_images")
                 ]
             },
         },
@@ -107,6 +234,12 @@ class RewardItem(_Strict):
     )
     reference: str | None = None
     """The ground truth: a gold answer, a reference text (numbers are carried as text)."""
+    prompt_images: list[Image] | None = None
+    """Images the prompt shows (captioning, VQA); with `prompt`/`response`."""
+    response_images: list[Image] | None = None
+    """The images the policy generated (text-to-image): the response being rewarded."""
+    reference_images: list[Image] | None = None
+    """Reference images (ground truth) to compare a response image with."""
     group: str | None = None
     """Rollouts of one prompt share a group (group normalisation, in-group comparisons)."""
     reference_rewards: list[float] | None = Field(
@@ -126,6 +259,11 @@ class RewardItem(_Strict):
         if isinstance(value, int | float):
             return repr(value) if isinstance(value, float) else str(value)
         return value
+
+    @field_validator("prompt_images", "response_images", "reference_images")
+    @classmethod
+    def _no_images_is_none(cls, value: list[Image] | None) -> list[Image] | None:
+        return value or None  # [] and absent mean the same (protobuf cannot tell them apart)
 
     @field_validator("reference_rewards")
     @classmethod
@@ -149,28 +287,45 @@ class RewardItem(_Strict):
     @model_validator(mode="after")
     def _one_input_form(self) -> RewardItem:
         if self.messages is not None:
-            if self.response is not None or self.prompt is not None:
-                raise ValueError("give either `messages` or `prompt`/`response`, not both")
+            flat = ("prompt", "response", "prompt_images", "response_images")
+            if any(getattr(self, name) is not None for name in flat):
+                raise ValueError(
+                    "give either `messages` (images as content parts) or "
+                    "`prompt`/`response`/`prompt_images`/`response_images`, not both"
+                )
             if not self.messages or self.messages[-1].role != "assistant":
                 raise ValueError("`messages` must end with the assistant's response")
-        elif self.response is None:
-            raise ValueError("`response` is required (or give `messages`)")
+        elif self.response is None and self.response_images is None:
+            raise ValueError("`response` is required (or `response_images`, or `messages`)")
         return self
 
     def response_text(self) -> str:
-        """The text being rewarded: ``response``, or the last assistant turn."""
+        """The text being rewarded: ``response``, or the last assistant turn's text."""
         if self.messages is not None:
-            return self.messages[-1].content
+            return self.messages[-1].text()
         return self.response or ""
 
     def prompt_text(self) -> str:
-        """The prompt: ``prompt``, or the last user turn before the response."""
+        """The prompt: ``prompt``, or the last user turn's text before the response."""
         if self.messages is not None:
             for message in reversed(self.messages[:-1]):
                 if message.role == "user":
-                    return message.content
+                    return message.text()
             return ""
         return self.prompt or ""
+
+    def prompt_image_list(self) -> list[Image]:
+        """The prompt's images: ``prompt_images``, or those of every turn before the
+        response, in order."""
+        if self.messages is not None:
+            return [image for message in self.messages[:-1] for image in message.images()]
+        return list(self.prompt_images or ())
+
+    def response_image_list(self) -> list[Image]:
+        """The response's images: ``response_images``, or the last assistant turn's."""
+        if self.messages is not None:
+            return self.messages[-1].images()
+        return list(self.response_images or ())
 
 
 class RewardOptions(_Strict):

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from referee.media.settings import MediaSettings
 from referee.pipeline.nodes import SCORER_NAME_RE, CombineNode, GateNode, Node, ScorerNode
 from referee.scorers import UnknownKindError, scorer_class
 
@@ -32,6 +33,7 @@ __all__ = [
     "CacheSettings",
     "ConfigError",
     "GroupSettings",
+    "MediaSettings",
     "PipelineConfig",
     "ScorerConfig",
     "ServerSettings",
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "REFEREE_"
-_SECTIONS = ("server", "batching", "cache", "groups", "scorers", "pipelines")
+_SECTIONS = ("server", "batching", "cache", "groups", "media", "scorers", "pipelines")
 
 
 class ConfigError(Exception):
@@ -346,6 +348,7 @@ class Settings(_Section):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     groups: GroupSettings = Field(default_factory=GroupSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     scorers: dict[str, ScorerConfig] = Field(default_factory=dict)
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
 

@@ -22,6 +22,7 @@ from referee.cache.redis import RedisCache
 from referee.config import ScorerConfig, Settings
 from referee.errors import ErrorKind, RefereeError, item_error
 from referee.groups import GroupAssembler, partial_groups
+from referee.media import resolve_images
 from referee.metrics import Metrics
 from referee.monitors import PipelineMonitor, ensemble_members
 from referee.pipeline import EvalState, LeafScore
@@ -315,7 +316,11 @@ class RewardEngine:
         for i, item in enumerate(request.items):
             texts = {"prompt": item.prompt, "response": item.response, "reference": item.reference}
             for m, message in enumerate(item.messages or []):
-                texts[f"messages[{m}].content"] = message.content
+                if isinstance(message.content, str):
+                    texts[f"messages[{m}].content"] = message.content
+                else:
+                    for p, part in enumerate(message.content):
+                        texts[f"messages[{m}].content[{p}].text"] = part.text
             for field_name, text in texts.items():
                 if text is not None and len(text) > cap:
                     raise RefereeError(
@@ -352,6 +357,8 @@ class RewardEngine:
             self.check_limits(request)
         else:
             server_limit = 3600.0
+        # images: URLs and paths read, sizes and formats checked (413/422 naming the field)
+        request = await resolve_images(request, self.settings.media)
         asked = request.options.timeout_s
         timeout = min(asked, server_limit) if asked is not None else server_limit
         now = time.monotonic()
@@ -462,7 +469,8 @@ class RewardEngine:
         self, engine_state: EngineState, info: PipelineInfo, request: RewardRequest,
         deadline: float,
     ) -> RewardResponse:  # fmt: skip
-        items = [ScoreInput.from_item(item) for item in request.items]
+        pixels = self.settings.media.max_image_pixels
+        items = [ScoreInput.from_item(item, max_image_pixels=pixels) for item in request.items]
         if info.reads_peers:
             items = with_peers(items)
         group_refs = request.options.group_reference_rewards or {}
@@ -523,7 +531,8 @@ class RewardEngine:
         for i, item in enumerate(items):
             failed = i in state.errors
             components = None if failed else state.components.get(i, {})
-            monitor.record(len(item.response), components,
+            text = bool(item.response) or not item.response_images  # an image-only response
+            monitor.record(len(item.response) if text else None, components,
                            state.errors[i][0] if failed else None)  # fmt: skip
             for name, value in (components or {}).items():
                 if value is not None:

@@ -137,6 +137,8 @@ ITEM_ERRORS: dict[str, tuple[Outcome, bool]] = {
     "input_too_long": ("invalid", False),
     "out_of_memory": ("invalid", False),  # too large for the model even alone: shorten it
     "empty_response": ("invalid", False),
+    "invalid_image": ("invalid", False),  # an image that does not decode, or too many pixels
+    "missing_image": ("invalid", False),  # a scorer needs an image the item does not have
     "no_answer": ("invalid", False),  # likelihood: no answer to score in the response
     "invalid_node": ("invalid", False),
 }

@@ -46,7 +46,7 @@ def ensemble_members(root: Node, names: Mapping[int, str]) -> dict[str, list[str
 
 @dataclass(slots=True)
 class _Record:
-    length: int
+    length: int | None  # None: no response text (an image-only response)
     values: dict[str, float | None] | None  # None: the item had an error
     error_type: str | None = None
 
@@ -102,12 +102,13 @@ class PipelineMonitor:
 
     def record(
         self,
-        length: int,
+        length: int | None,
         components: dict[str, float | None] | None,
         error_type: str | None = None,
     ) -> None:
-        """One scored item: its response length and component values (None on error,
-        with the error's type: timeouts, parse failures, missing fields...)."""
+        """One scored item: its response length (None when the response has no text: an
+        image) and component values (None on error, with the error's type: timeouts, parse
+        failures, missing fields...)."""
         self._records.append(_Record(length, components, error_type))
 
     def stats(self) -> dict[str, object]:
@@ -116,9 +117,11 @@ class PipelineMonitor:
         names = sorted({name for r in ok for name in (r.values or {})})
         components: dict[str, object] = {}
         for name in names:
-            pairs = [(float(r.length), v) for r in ok
-                     if (v := (r.values or {}).get(name)) is not None]  # fmt: skip
-            values = sorted(v for _, v in pairs)
+            present = [(r.length, v) for r in ok
+                       if (v := (r.values or {}).get(name)) is not None]  # fmt: skip
+            values = sorted(v for _, v in present)
+            # length bias: over the items whose response has text
+            pairs = [(float(n), v) for n, v in present if n is not None]
             if not values:
                 continue
             mean, std = _mean_std(values)

@@ -67,7 +67,7 @@ def test_api_keys_file(tmp_path: Path) -> None:
         ({"server": {"port": 70000}}, "server.port: Input should be less than or equal to 65535"),
         ({"server": {"colour": "red"}}, "server.colour: Extra inputs are not permitted"),
         ({"scorers": {"x.y": {"kind": "format"}}}, "scorers: scorer name 'x.y'"),
-        ({"scorers": {"fmt": {"kind": "nope"}}}, "scorers.fmt: unknown scorer kind 'nope'; known kinds: classifier, code, format, judge, length, likelihood, match, math, prm, python, repetition, similarity, sql"),
+        ({"scorers": {"fmt": {"kind": "nope"}}}, "scorers.fmt: unknown scorer kind 'nope'; known kinds: classifier, clip, code, format, judge, length, likelihood, match, math, prm, python, repetition, similarity, sql"),
         ({"scorers": {"fmt": {"kind": "format", "options": {"mode": "regex", "pattern": "("}}}},
          "scorers.fmt: options.pattern"),
         ({"pipelines": {"p": {"reward": "ghost"}}}, "unknown scorer 'ghost'"),

@@ -14,7 +14,7 @@ CLIENTS = ROOT / "clients"
 # top-level part of `referee.` -> layer; higher layers may import lower ones, never back.
 LAYERS: dict[str, int] = {
     "__init__": 0, "errors": 0, "metrics": 0,
-    "scorers": 1, "examples": 1,
+    "scorers": 1, "examples": 1, "media": 1,
     "pipeline": 2, "cache": 2,
     "config": 3, "monitors": 3,
     "engine": 4, "batching": 4, "groups": 4, "admission": 4, "runner": 4, "state": 4,

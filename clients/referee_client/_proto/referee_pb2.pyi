@@ -7,16 +7,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Image(_message.Message):
+    __slots__ = ("url", "data", "detail")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    data: bytes
+    detail: str
+    def __init__(self, url: _Optional[str] = ..., data: _Optional[bytes] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ContentPart(_message.Message):
+    __slots__ = ("type", "text", "image_url")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_URL_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    text: str
+    image_url: Image
+    def __init__(self, type: _Optional[str] = ..., text: _Optional[str] = ..., image_url: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+
 class Message(_message.Message):
-    __slots__ = ("role", "content")
+    __slots__ = ("role", "content", "content_parts")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_PARTS_FIELD_NUMBER: _ClassVar[int]
     role: str
     content: str
-    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+    content_parts: _containers.RepeatedCompositeFieldContainer[ContentPart]
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., content_parts: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ...) -> None: ...
 
 class RewardItem(_message.Message):
-    __slots__ = ("id", "prompt", "response", "messages", "reference", "group", "reference_rewards", "metadata")
+    __slots__ = ("id", "prompt", "response", "messages", "reference", "group", "reference_rewards", "metadata", "prompt_images", "response_images", "reference_images")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +47,9 @@ class RewardItem(_message.Message):
     GROUP_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_REWARDS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_IMAGES_FIELD_NUMBER: _ClassVar[int]
     id: str
     prompt: str
     response: str
@@ -33,7 +58,10 @@ class RewardItem(_message.Message):
     group: str
     reference_rewards: _containers.RepeatedScalarFieldContainer[float]
     metadata: _struct_pb2.Struct
-    def __init__(self, id: _Optional[str] = ..., prompt: _Optional[str] = ..., response: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., reference: _Optional[str] = ..., group: _Optional[str] = ..., reference_rewards: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    prompt_images: _containers.RepeatedCompositeFieldContainer[Image]
+    response_images: _containers.RepeatedCompositeFieldContainer[Image]
+    reference_images: _containers.RepeatedCompositeFieldContainer[Image]
+    def __init__(self, id: _Optional[str] = ..., prompt: _Optional[str] = ..., response: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., reference: _Optional[str] = ..., group: _Optional[str] = ..., reference_rewards: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., prompt_images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., response_images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., reference_images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
 
 class DoubleList(_message.Message):
     __slots__ = ("values",)

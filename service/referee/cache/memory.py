@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
+from referee.media.images import ImageData
 from referee.scorers.base import ScoreInput, ScoreResult, canonical_json
 
 __all__ = ["MemoryCache", "NullCache", "ScoreCache", "cache_key"]
@@ -15,7 +16,8 @@ __all__ = ["MemoryCache", "NullCache", "ScoreCache", "cache_key"]
 def cache_key(fingerprint: str, item: ScoreInput, fields: Sequence[str]) -> str:
     """sha256 over the fingerprint and each field, length-prefixed so no two different
     inputs share a key. Text is hashed as it is (the hot path); structured fields
-    (messages, metadata) as canonical JSON."""
+    (messages, metadata) as canonical JSON; images as the sha256 of their bytes (the same
+    image sent as a data URL or as a path gives the same key)."""
     h = hashlib.sha256(fingerprint.encode())
     for name in fields:
         value = getattr(item, name)
@@ -23,6 +25,8 @@ def cache_key(fingerprint: str, item: ScoreInput, fields: Sequence[str]) -> str:
             data = b"\x00"
         elif isinstance(value, str):
             data = b"s" + value.encode("utf-8", "surrogatepass")
+        elif isinstance(value, tuple) and all(isinstance(v, ImageData) for v in value):
+            data = b"i" + ",".join(image.sha256 for image in value).encode()
         else:
             data = b"j" + canonical_json(value).encode("utf-8", "surrogatepass")
         h.update(b"%d:%s=%d:" % (len(name), name.encode(), len(data)))

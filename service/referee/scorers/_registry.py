@@ -28,6 +28,7 @@ _KINDS: dict[str, str] = {
     "judge": "referee.scorers.judge:JudgeScorer",
     "code": "referee.scorers.execution.code:CodeScorer",
     "sql": "referee.scorers.execution.sql:SqlScorer",
+    "clip": "referee.scorers.multimodal.clip:ClipScorer",
 }
 
 KNOWN_KINDS: tuple[str, ...] = tuple(sorted(_KINDS))

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from referee_client.schema import RewardItem
+from referee.media.images import ImageData
+from referee_client._media import sniff_format
+from referee_client.schema import Image, Message, RewardItem
 
 if TYPE_CHECKING:
     from referee.metrics import Metrics
@@ -65,7 +67,10 @@ def past_deadline_result() -> ScoreResult:
 
 
 # Item fields a scorer may read (and that therefore may enter its cache key).
-FIELDS = ("prompt", "response", "messages", "reference", "group", "metadata")
+FIELDS = ("prompt", "response", "messages", "reference", "group", "metadata",
+          "prompt_images", "response_images", "reference_images")  # fmt: skip
+# The pixel limit an image carries when no server config says otherwise (media settings).
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 def canonical_json(value: object) -> str:
@@ -75,30 +80,82 @@ def canonical_json(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ScoreInput:
-    """What a scorer sees of one item: the request item normalised once."""
+    """What a scorer sees of one item: the request item normalised once.
+
+    Images are :class:`~referee.media.ImageData` (bytes checked at the door, decoded by the
+    scorer that reads them). ``prompt_images`` are ``prompt_images`` or the images of the
+    turns before the response; ``response_images`` are ``response_images`` or the images of
+    the last assistant turn. In ``messages`` a turn with content parts has ``content`` as a
+    list of ``{"type": "text", "text": ...}`` and ``{"type": "image", "sha256": ...}``
+    (the images in order are :meth:`message_images`).
+    """
 
     id: str
     prompt: str
     response: str
     reference: str | None
     group: str | None
-    messages: tuple[dict[str, str], ...] | None
+    messages: tuple[dict[str, Any], ...] | None
     metadata: dict[str, Any] | None
     # The responses of the other items of this item's group in the same request; filled
     # only for pipelines with a scorer that reads "peers" (group consistency).
     peers: tuple[str, ...] | None = None
+    prompt_images: tuple[ImageData, ...] = ()
+    response_images: tuple[ImageData, ...] = ()
+    reference_images: tuple[ImageData, ...] = ()
 
     @classmethod
-    def from_item(cls, item: RewardItem) -> ScoreInput:
+    def from_item(
+        cls, item: RewardItem, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    ) -> ScoreInput:
+        """``item`` as scorers see it. Its images must be bytes already (the engine resolves
+        URLs and paths at the door: ``referee.media.resolve_images``)."""
+
+        def images(values: list[Image], where: str) -> tuple[ImageData, ...]:
+            return tuple(
+                _image_data(image, max_image_pixels, f"{where}[{k}]")
+                for k, image in enumerate(values)
+            )
+
         return cls(
             id=item.id,
             prompt=item.prompt_text(),
             response=item.response_text(),
             reference=item.reference,
             group=item.group,
-            messages=tuple(m.model_dump() for m in item.messages) if item.messages else None,
+            messages=tuple(_message_dict(m) for m in item.messages) if item.messages else None,
             metadata=item.metadata,
+            prompt_images=images(item.prompt_image_list(), "prompt_images"),
+            response_images=images(item.response_image_list(), "response_images"),
+            reference_images=images(list(item.reference_images or ()), "reference_images"),
         )
+
+    def message_images(self) -> tuple[ImageData, ...]:
+        """The images of ``messages``' image parts, in order (prompt turns, then the
+        response's)."""
+        return self.prompt_images + self.response_images if self.messages else ()
+
+
+def _image_data(image: Image, max_pixels: int, where: str) -> ImageData:
+    if image.data is None:
+        raise ValueError(f"{where}: the image's url was not resolved to bytes")
+    return ImageData.of(image.data, sniff_format(image.data) or "unknown", max_pixels, where)
+
+
+def _message_dict(message: Message) -> dict[str, Any]:
+    if isinstance(message.content, str):
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, str]] = []
+    for part in message.content:
+        if part.image_url is not None and part.image_url.data is not None:
+            parts.append({"type": "image", "sha256": _sha256(part.image_url.data)})
+        else:
+            parts.append({"type": "text", "text": part.text or ""})
+    return {"role": message.role, "content": parts}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(slots=True)
