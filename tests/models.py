@@ -129,7 +129,12 @@ def save_tiny_llava(target: Path, seed: int = 0) -> Path:
 
     special = ["<pad>", "<s>", "</s>", "<image>", "<|im_start|>", "<|im_end|>"]
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # digits one by one, apart from spaces (as Llama 3 and SmolLM2 do): "Score: 5" is the
+    # tokens of "Score: " then "5", so a verdict is read right after the judge's prefix
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])  # fmt: skip
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=320, special_tokens=special, show_progress=False,
@@ -206,7 +211,7 @@ def colour_square(red: bool, seed: int) -> Any:
 
 
 def save_tiny_llava_judge(
-    target: Path, llava_dir: Path, steps: int = 30, batch: int = 8, seed: int = 0
+    target: Path, llava_dir: Path, steps: int = 60, batch: int = 8, seed: int = 0
 ) -> Path:
     """The tiny LLaVA taught, in a few seconds of seeded training, to answer a judge's
     question about an image with "Score: 5" for a mostly red image and "Score: 1" for a
@@ -223,21 +228,27 @@ def save_tiny_llava_judge(
     model = transformers.LlavaForConditionalGeneration.from_pretrained(str(llava_dir))
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    from referee.scorers.judge.options import JudgeOptions
+    from referee.scorers.judge.templates import JudgePrompt
+
+    # The judge's own prompt (system turn, image under its label, pointwise 1-5 template).
+    judge = JudgePrompt(JudgeOptions(model=str(llava_dir), scale=(1, 5)))
     questions = ["What is in the picture?", "Describe the image.", "Is the square red?", ""]
-    answers = ["A red square.", "A blue square.", "A square.", "", "Paris."]
-    for _ in range(steps):  # a batch of red and blue images under one question
-        user = [{"type": "image"}, {"type": "text", "text": (
-            f"[Question]\n{rng.choice(questions)}\n\n[Response]\n{rng.choice(answers)}\n\n"
-            "Rate the response from 1 (worst) to 5 (best).\nAnswer \"Score: N\" only."
-        )}]  # fmt: skip
+    answers = ["A red square.", "A blue square.", "A square.", "", "Paris.", "x" * 11]
+    for step in range(steps):  # a batch of red and blue images under one question
+        fields = {"prompt": rng.choice(questions), "response": rng.choice(answers)}
+        side = step % 2  # the image as the question's, or as the response
+        asked = judge.chat(fields, *(([None], []) if side == 0 else ([], [None])))
+        user = [{"type": "image"} if p["type"] == "image" else p for p in asked[-1]["content"]]
+        system = [{"type": "text", "text": asked[0]["content"]}]
         texts, images = [], []
         for red in (True, False) * (batch // 2):
-            chat = [{"role": "user", "content": user},
+            chat = [{"role": "system", "content": system}, {"role": "user", "content": user},
                     {"role": "assistant", "content": [{"type": "text", "text": f"Score: {5 if red else 1}"}]}]  # fmt: skip
             texts.append(processor.apply_chat_template(chat, tokenize=False))
             images.append(colour_square(red, rng.randrange(10**6)))
         enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
-        prompt = processor.apply_chat_template(chat[:1], tokenize=False, add_generation_prompt=True)
+        prompt = processor.apply_chat_template(chat[:2], tokenize=False, add_generation_prompt=True)
         n_prompt = len(processor(text=[prompt], images=images[:1])["input_ids"][0])
         labels = enc["input_ids"].clone()
         labels[:, :n_prompt] = -100  # learn the answer only

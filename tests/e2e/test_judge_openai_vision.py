@@ -14,6 +14,7 @@ from tests.e2e.test_judge_openai import judge, serving
 from tests.integration.test_vlm_judge import image_item
 
 pytest.importorskip("torch", reason="the test server runs the model with transformers")
+pytestmark = pytest.mark.slow  # the judge is trained first (a minute or more)
 
 
 async def test_image_items_judged_through_an_endpoint_match_the_local_backend(

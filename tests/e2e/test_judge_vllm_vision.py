@@ -11,10 +11,12 @@ the comparison runs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +31,7 @@ VLLM_PYTHON = Path(os.environ.get("REFEREE_VLLM_PYTHON", ROOT / ".venv-vllm/bin/
 TORCHVISION_MISSING = "No module named 'torchvision'"
 
 
-async def test_vllm_judges_image_items_as_the_transformers_backend(tiny_llava_judge: Path) -> None:
+def test_vllm_judges_image_items_as_the_transformers_backend(tiny_llava_judge: Path) -> None:
     if not VLLM_PYTHON.exists():
         pytest.fail(f"no vLLM environment at {VLLM_PYTHON.parent.parent}: run `bash tests/run.sh`")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -50,8 +52,12 @@ async def test_vllm_judges_image_items_as_the_transformers_backend(tiny_llava_ju
         pytest.fail(f"the vLLM judge failed: {answer['failed']}\n{run.stderr[-2000:]}")
     cls = scorer_class("judge")
     local = cls("l", cls.Options.model_validate({"model": str(tiny_llava_judge), "scale": [1, 5]}))
-    await local.setup()
-    want = await local.score_batch(items())
+
+    async def judged() -> list[Any]:
+        await local.setup()
+        return await local.score_batch(items())
+
+    want = asyncio.run(judged())
     assert answer["errors"] == [None] * len(want)
     for have, expected in zip(answer["rewards"], want, strict=True):
         assert have == pytest.approx(expected.value, abs=1e-4)

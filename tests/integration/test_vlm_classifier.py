@@ -15,6 +15,7 @@ import pytest
 from referee.scorers import scorer_class
 from referee.scorers.base import ScoreInput
 from referee.scorers.models._model import ModelScorer
+from referee_client.schema import RewardItem
 from tests.support import score_input
 
 torch = pytest.importorskip("torch", reason="model scorers need the models extra")
@@ -33,21 +34,28 @@ def picture(seed: int) -> Any:
 
 
 def vlm_item(i: int, n_images: int, *, image_in_answer: bool = False) -> ScoreInput:
-    """A chat item whose user turn holds ``n_images`` images before its question."""
+    """A chat item whose user turn holds ``n_images`` images before its question, as the
+    server sees it: built by the SDK (PIL images encoded as PNG) and normalised."""
+    return ScoreInput.from_item(
+        RewardItem(id=f"v{i}", messages=conversation(i, n_images, image_in_answer))
+    )
+
+
+def conversation(i: int, n_images: int, image_in_answer: bool = False) -> list[dict[str, Any]]:
+    """OpenAI-style messages (images as `image_url` parts holding PIL images)."""
     rng = random.Random(i)
     parts: list[dict[str, Any]] = [
-        {"type": "image", "image": picture(100 * i + k)} for k in range(n_images)
+        {"type": "image_url", "image_url": picture(100 * i + k)} for k in range(n_images)
     ]
     parts.append({"type": "text", "text": rng.choice(QUESTIONS)})
     answer: Any = rng.choice(ANSWERS) * (1 + i % 3)
     if image_in_answer:
-        answer = [{"type": "image", "image": picture(7_000 + i)}, {"type": "text", "text": answer}]
-    messages = ({"role": "user", "content": parts}, {"role": "assistant", "content": answer})
-    return ScoreInput(id=f"v{i}", prompt="", response="", reference=None, group=None,
-                      messages=messages, metadata=None)  # fmt: skip
+        answer = [{"type": "image_url", "image_url": picture(7_000 + i)},
+                  {"type": "text", "text": answer}]  # fmt: skip
+    return [{"role": "user", "content": parts}, {"role": "assistant", "content": answer}]
 
 
-def plain_reward(model_dir: Path, item: ScoreInput) -> float:
+def plain_reward(model_dir: Path, messages: list[dict[str, Any]]) -> float:
     """What a user's script computes for one item: the processor's chat template over the
     conversation with its images, the model's score logit (transformers' generic
     sequence-classification head over LlavaModel, as LlamaForSequenceClassification is)."""
@@ -61,13 +69,15 @@ def plain_reward(model_dir: Path, item: ScoreInput) -> float:
     )
     processor = transformers.AutoProcessor.from_pretrained(str(model_dir))
     model = cls.from_pretrained(str(model_dir)).eval()
-    conversation = [
-        {"role": m["role"], "content": m["content"] if not isinstance(m["content"], str)
-         else [{"type": "text", "text": m["content"]}]}
-        for m in item.messages or ()
+    chat = [
+        {"role": m["role"], "content": [{"type": "text", "text": m["content"]}]
+         if isinstance(m["content"], str)
+         else [{"type": "image", "image": p["image_url"]} if p["type"] == "image_url" else p
+               for p in m["content"]]}
+        for m in messages
     ]  # fmt: skip
     inputs = processor.apply_chat_template(
-        conversation, tokenize=True, return_dict=True, return_tensors="pt"
+        chat, tokenize=True, return_dict=True, return_tensors="pt"
     )
     with torch.inference_mode():
         return float(model(**inputs).logits[0, 0])
@@ -86,13 +96,13 @@ async def test_vlm_reward_equals_a_plain_transformers_script_item_by_item(
     s = classifier(tiny_llava_rm, dtype="float32", device="cpu")
     await s.setup()
     assert s.is_vision
-    items = [vlm_item(i, n) for i, n in enumerate([1, 2, 0, 3])]
-    items.append(vlm_item(9, 1, image_in_answer=True))
+    specs = [(i, n, False) for i, n in enumerate([1, 2, 0, 3])] + [(9, 1, True)]
+    items = [vlm_item(i, n, image_in_answer=a) for i, n, a in specs]
     served = await s.score_batch(items)
     values = []
-    for item, result in zip(items, served, strict=True):
+    for (i, n, a), item, result in zip(specs, items, served, strict=True):
         assert result.error is None, result
-        expected = plain_reward(tiny_llava_rm, item)
+        expected = plain_reward(tiny_llava_rm, conversation(i, n, a))
         assert result.value == pytest.approx(expected, abs=1e-4), item.id
         values.append(result.value)
     assert max(values) - min(values) > 0.05  # the images and texts move the reward
@@ -118,14 +128,48 @@ async def test_the_same_conversation_with_another_image_gets_another_reward(
 ) -> None:
     s = classifier(tiny_llava_rm, device="cpu")
     await s.setup()
-    a, b = vlm_item(1, 1), vlm_item(1, 1)
-    other = dict(b.messages[0])  # type: ignore[index]
-    other["content"] = [{"type": "image", "image": picture(424242)}, *other["content"][1:]]
-    b = ScoreInput(id="b", prompt="", response="", reference=None, group=None,
-                   messages=(other, b.messages[1]), metadata=None)  # type: ignore[index]  # fmt: skip
+    same = conversation(1, 1)
+    other = conversation(1, 1)
+    other[0]["content"][0] = {"type": "image_url", "image_url": picture(424242)}
+    a, b = (
+        ScoreInput.from_item(RewardItem(id=k, messages=m)) for k, m in (("a", same), ("b", other))
+    )
     ra, rb = await s.score_batch([a, b])
     assert ra.value is not None and rb.value is not None
     assert abs(ra.value - rb.value) > 1e-3
+
+
+async def test_an_image_that_does_not_decode_is_a_per_item_error(tiny_llava_rm: Path) -> None:
+    from tests.media import truncated_jpeg
+
+    s = classifier(tiny_llava_rm, device="cpu")
+    await s.setup()
+    broken = ScoreInput.from_item(
+        RewardItem(
+            id="bad", prompt="What is it?", response="A cat.", prompt_images=[truncated_jpeg()]
+        )
+    )
+    bad, good = await s.score_batch([broken, vlm_item(0, 1)])
+    assert bad.error_type == "invalid_image" and "does not decode" in (bad.error or "")
+    assert good.error is None and good.value is not None
+
+
+async def test_prompt_and_response_images_are_the_user_and_assistant_turns(
+    tiny_llava_rm: Path,
+) -> None:
+    """An item with prompt/response fields is scored as the chat it stands for."""
+    s = classifier(tiny_llava_rm, device="cpu")
+    await s.setup()
+    a, b = picture(1), picture(2)
+    fields = ScoreInput.from_item(RewardItem(id="f", prompt="Describe the image.",
+                                             prompt_images=[a], response="A cat.",
+                                             response_images=[b]))  # fmt: skip
+    chat = [{"role": "user", "content": [{"type": "image_url", "image_url": a},
+                                         {"type": "text", "text": "Describe the image."}]},
+            {"role": "assistant", "content": [{"type": "image_url", "image_url": b},
+                                              {"type": "text", "text": "A cat."}]}]  # fmt: skip
+    (result,) = await s.score_batch([fields])
+    assert result.value == pytest.approx(plain_reward(tiny_llava_rm, chat), abs=1e-4)
 
 
 async def test_an_item_with_images_over_max_length_is_rejected_not_cut(

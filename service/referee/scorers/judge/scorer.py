@@ -75,7 +75,7 @@ class JudgeScorer(Scorer):
         self._guard_hits = metrics.judge_guard_hits
 
     def cache_fields(self) -> tuple[str, ...]:
-        fields = ["prompt", "response", "messages"]
+        fields = ["prompt", "response", "messages", "prompt_images", "response_images"]
         if self.options.template == "reference" or self.options.custom_template:
             fields.append("reference")
         if self.options.custom_template:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
+from referee.media import INVALID_IMAGE, ImageDecodeError
 from referee.scorers.base import (
     Prepared,
     ScoreInput,
@@ -141,7 +142,7 @@ class ModelScorer(Scorer):
         "max_wait_ms": 5.0,
     }
     libraries = ("torch", "transformers")
-    reads = ("prompt", "response", "messages")  # what the chat template renders
+    reads: ClassVar[tuple[str, ...]] = ("prompt", "response", "messages")  # the chat template
     auto_class: ClassVar[str] = "AutoModel"
 
     def __init__(self, name: str, options: ModelOptions) -> None:
@@ -287,7 +288,10 @@ class ModelScorer(Scorer):
             raise ItemRejected(TEXT_ONLY)
         if not self.is_vision:
             return Seq(self.tokens(text))
-        ids, vision = vision_encode(self.model.processor, text, images)
+        try:
+            ids, vision = vision_encode(self.model.processor, text, images)
+        except ImageDecodeError as exc:
+            raise ItemRejected(str(exc), INVALID_IMAGE) from None
         return Seq(ids, vision=vision or None)
 
     def has_chat_template(self) -> bool:

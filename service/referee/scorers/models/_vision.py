@@ -25,16 +25,24 @@ if TYPE_CHECKING:
 __all__ = [
     "ImageLike",
     "as_pil",
+    "chat_images",
+    "image_data_url",
     "image_digest",
     "is_vision_config",
+    "item_conversation",
+    "item_has_images",
+    "item_images",
     "load_processor",
     "merge_vision",
+    "openai_content",
     "sequence_classifier_class",
+    "strip_images",
     "vision_encode",
+    "without_images",
 ]
 
-# An image as the scorers receive it (a decoded PIL image, or the wire schema's decoded
-# media object, which carries one); see :func:`as_pil`.
+# An image as the scorers receive it: referee.media.ImageData (encoded bytes, decoded on
+# demand), or a PIL image; see :func:`as_pil`.
 ImageLike = Any
 
 # Processor outputs that are the text side; everything else is image data to concatenate.
@@ -91,20 +99,18 @@ def sequence_classifier_class(config: Any) -> Any:
 
 
 def as_pil(image: ImageLike) -> Any:
-    """The PIL image of an image the scorers receive."""
+    """The decoded PIL image (RGB) of an item's image; an image that does not decode raises
+    ``referee.media.ImageDecodeError`` (the item's ``invalid_image`` error)."""
     from PIL import Image
 
     if isinstance(image, Image.Image):
         return image
-    pil = getattr(image, "pil", None)
-    if pil is not None:
-        return pil() if callable(pil) else pil
-    raise TypeError(f"not an image: {type(image).__name__}")
+    return image.decode("RGB")
 
 
 def image_digest(image: ImageLike) -> str:
-    """What identifies an image's content (a judge call's key): its decoded pixels."""
-    digest = getattr(image, "digest", None)
+    """What identifies an image's content (a judge call's key): the sha256 of its bytes."""
+    digest = getattr(image, "sha256", None)
     if isinstance(digest, str):
         return digest
     pil = as_pil(image)
@@ -143,76 +149,50 @@ def merge_vision(parts: Sequence[dict[str, torch.Tensor] | None]) -> dict[str, t
     return {k: torch.cat([p[k] for p in present if k in p], dim=0) for k in keys}
 
 
-def _parts(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return [dict(p) for p in content]
-
-
 def item_conversation(
     item: Any, response: str | None = None
 ) -> tuple[list[dict[str, Any]], list[ImageLike]]:
     """An item as chat messages whose content is a list of parts (``{"type": "text"}``,
     ``{"type": "image"}``: what VLM chat templates render), and its images in the order of
-    their parts. ``response`` replaces the response's text."""
-    images: list[ImageLike] = []
-
-    def take(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for part in parts:
-            if part.get("type") in ("image", "image_url"):
-                images.append(part.get("image"))
-                out.append({"type": "image"})
-            else:
-                out.append({"type": "text", "text": str(part.get("text", ""))})
-        return out
-
+    their parts: ``messages``' image parts, or the prompt's images before its text and the
+    response's before its text. ``response`` replaces the response's text."""
     if item.messages is not None:
-        messages = [
-            {"role": m["role"], "content": take(_parts(m["content"]))} for m in item.messages
-        ]
+        images = list(item.message_images())
+        messages = []
+        for m in item.messages:
+            content = m["content"]
+            if isinstance(content, str):
+                parts = [{"type": "text", "text": content}]
+            else:
+                parts = [
+                    {"type": "image"} if p.get("type") == "image"
+                    else {"type": "text", "text": str(p.get("text", ""))}
+                    for p in content
+                ]  # fmt: skip
+            messages.append({"role": m["role"], "content": parts})
         if response is not None:
             kept = [p for p in messages[-1]["content"] if p["type"] == "image"]
             messages[-1]["content"] = [*kept, {"type": "text", "text": response}]
         return messages, images
-    prompt_parts = [{"type": "image", "image": i} for i in getattr(item, "prompt_images", ()) or ()]
-    answer_parts = [
-        {"type": "image", "image": i} for i in getattr(item, "response_images", ()) or ()
-    ]
     text = item.response if response is None else response
+    image: dict[str, Any] = {"type": "image"}
     messages = [
-        {"role": "user", "content": take([*prompt_parts, {"type": "text", "text": item.prompt}])},
-        {"role": "assistant", "content": take([*answer_parts, {"type": "text", "text": text}])},
-    ]
-    return messages, images
+        {"role": "user", "content": [*[image] * len(item.prompt_images),
+                                     {"type": "text", "text": item.prompt}]},
+        {"role": "assistant", "content": [*[image] * len(item.response_images),
+                                          {"type": "text", "text": text}]},
+    ]  # fmt: skip
+    return messages, [*item.prompt_images, *item.response_images]
 
 
 def item_has_images(item: Any) -> bool:
-    if getattr(item, "prompt_images", None) or getattr(item, "response_images", None):
-        return True
-    for m in item.messages or ():
-        if not isinstance(m["content"], str):
-            if any(p.get("type") in ("image", "image_url") for p in m["content"]):
-                return True
-    return False
+    return bool(item.prompt_images or item.response_images)
 
 
 def item_images(item: Any) -> tuple[list[ImageLike], list[ImageLike]]:
-    """An item's images split by side: the question's (prompt images, images of every turn
-    but the last) and the response's (response images, images of the last turn)."""
-    if item.messages is None:
-        return (
-            list(getattr(item, "prompt_images", ()) or ()),
-            list(getattr(item, "response_images", ()) or ()),
-        )
-    sides: tuple[list[ImageLike], list[ImageLike]] = ([], [])
-    last = len(item.messages) - 1
-    for i, message in enumerate(item.messages):
-        if not isinstance(message["content"], str):
-            for part in message["content"]:
-                if part.get("type") in ("image", "image_url"):
-                    sides[i == last].append(part.get("image"))
-    return sides
+    """An item's images split by side: the question's (prompt images, or the images of every
+    turn before the response) and the response's."""
+    return list(item.prompt_images), list(item.response_images)
 
 
 def without_images(value: Any) -> Any:
@@ -251,17 +231,18 @@ def strip_images(chat: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def image_data_url(image: ImageLike) -> str:
-    """An image as a ``data:`` URL: its original bytes when the image carries them (no
-    re-encoding), else PNG."""
+    """An image as a ``data:`` URL: its original bytes (no re-encoding) once they are known
+    to decode, else PNG."""
     import base64
     import io
 
-    data, mime = getattr(image, "data", None), getattr(image, "mime", None)
-    if not (isinstance(data, bytes) and isinstance(mime, str)):
+    pil = as_pil(image)  # an image that does not decode is the item's error, not the server's
+    data, fmt = getattr(image, "data", None), getattr(image, "format", None)
+    if not (isinstance(data, bytes) and isinstance(fmt, str) and fmt != "unknown"):
         buffer = io.BytesIO()
-        as_pil(image).save(buffer, format="PNG")
-        data, mime = buffer.getvalue(), "image/png"
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        pil.save(buffer, format="PNG")
+        data, fmt = buffer.getvalue(), "PNG"
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def openai_content(chat: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -67,6 +67,8 @@ class ClassifierScorer(ModelScorer):
     Options: ClassVar[type[ModelOptions]] = ClassifierOptions
     options: ClassifierOptions
     auto_class = "AutoModelForSequenceClassification"
+    # a vision-language reward model reads the images too
+    reads = ("prompt", "response", "messages", "prompt_images", "response_images")
 
     def model_class(self) -> str:
         return self.options.auto_class

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from referee.media import INVALID_IMAGE, ImageDecodeError
 from referee.scorers.judge.backends import JudgeBackend, JudgeCallError
 from referee.scorers.judge.options import EndpointOptions, JudgeOptions, SamplingOptions
 from referee.scorers.judge.templates import Chat
@@ -198,7 +199,10 @@ async def _wire(chat: Chat) -> list[dict[str, Any]]:
     (encoded off the event loop), passed through to the server as content parts."""
     if all(isinstance(m["content"], str) for m in chat):
         return chat
-    return await asyncio.to_thread(openai_content, chat)
+    try:
+        return await asyncio.to_thread(openai_content, chat)
+    except ImageDecodeError as exc:
+        raise JudgeCallError(str(exc), INVALID_IMAGE) from None
 
 
 def _retry_after(response: httpx.Response, default: float, cap: float) -> float:

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from referee.media import INVALID_IMAGE, ImageDecodeError
 from referee.scorers.base import canonical_json
 from referee.scorers.judge.backends import (
     JudgeBackend,
@@ -317,6 +318,7 @@ class VLLMBackend(JudgeBackend):
                 for chat in chats:
                     try:
                         ids, images = self.lm.engine_prompt(chat, prefix)
+                        images = [as_pil(image) for image in images]  # decoded here, once
                         ids += reserve
                         if images and len(ids) > self.lm.model.max_length:
                             raise ItemRejected(
@@ -328,6 +330,8 @@ class VLLMBackend(JudgeBackend):
                         out.append((fitted.ids[: len(fitted.ids) - len(reserve)], images))
                     except ItemRejected as exc:
                         out.append(JudgeCallError(str(exc), exc.error_type))
+                    except ImageDecodeError as exc:
+                        out.append(JudgeCallError(str(exc), INVALID_IMAGE))
                     except Exception as exc:  # a chat template that fails on this item
                         out.append(JudgeCallError(f"the judge prompt: {exc}", "invalid_input"))
             return out
