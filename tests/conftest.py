@@ -82,6 +82,7 @@ def tiny_llava_judge(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path)
     return save_tiny_llava_judge(tmp_path_factory.mktemp("tiny-llava-judge"), tiny_llava)
 
 
+@pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small CLIPModel with its processor (random weights, seed 0), saved like a hub
     checkpoint; logit_scale log(100), as OpenAI's CLIP ends training with."""

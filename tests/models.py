@@ -231,13 +231,16 @@ def save_tiny_llava_judge(
     from referee.scorers.judge.options import JudgeOptions
     from referee.scorers.judge.templates import JudgePrompt
 
-    # The judge's own prompt (system turn, image under its label, pointwise 1-5 template).
-    judge = JudgePrompt(JudgeOptions(model=str(llava_dir), scale=(1, 5)))
+    # The judge's own prompts (system turn, image under its label, pointwise 1-5 template),
+    # as logprobs mode asks ("Score: N" only) and as parse/vote modes ask (critique first).
+    judges = [JudgePrompt(JudgeOptions(model=str(llava_dir), scale=(1, 5), mode=mode))
+              for mode in ("logprobs", "parse")]  # fmt: skip
     questions = ["What is in the picture?", "Describe the image.", "Is the square red?", ""]
     answers = ["A red square.", "A blue square.", "A square.", "", "Paris.", "x" * 11]
     for step in range(steps):  # a batch of red and blue images under one question
         fields = {"prompt": rng.choice(questions), "response": rng.choice(answers)}
         side = step % 2  # the image as the question's, or as the response
+        judge = judges[(step // 2) % 2]
         asked = judge.chat(fields, *(([None], []) if side == 0 else ([], [None])))
         user = [{"type": "image"} if p["type"] == "image" else p for p in asked[-1]["content"]]
         system = [{"type": "text", "text": asked[0]["content"]}]

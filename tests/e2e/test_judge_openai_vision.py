@@ -1,7 +1,7 @@
 """The judge's `openai` backend with images: content parts go to a real OpenAI-compatible
 server process (tests/e2e/openai_server.py serving the tiny LLaVA judge with its processor)
 as `image_url` parts with `data:` URLs, and the verdicts equal the in-process transformers
-backend's on the same model."""
+backend's on the same model (to the endpoint's reading of top-20 logprobs)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,11 @@ async def test_image_items_judged_through_an_endpoint_match_the_local_backend(
         await parsed.close()
     for want, have in zip(expected, got, strict=True):
         assert have.error is None, have.error
-        assert want.aspects["verdict_mass"] > 0.99  # the labels are within the top 20
-        assert have.value == pytest.approx(want.value, abs=1e-4)
+        assert want.aspects["verdict_mass"] > 0.9  # the labels are within the top 20
+        # The endpoint continues the judge's turn after "Score:" (transformers strips the
+        # trailing space of a continued message) and reads the labels along its greedy path
+        # from the top 20, so a digit right after the colon counts too: measured 5e-4 off
+        # the local backend's exact probabilities after "Score: ".
+        assert have.value == pytest.approx(want.value, abs=2e-3)
     assert got[0].value > 0.8 and got[1].value < 0.2  # type: ignore[operator]  # the image arrived
     assert [t.value for t in texts] == [1.0, 0.0]  # "Score: 5" for red, "Score: 1" for blue

@@ -44,7 +44,7 @@ def test_vllm_judges_image_items_as_the_transformers_backend(tiny_llava_judge: P
     assert lines, f"no result (exit {run.returncode}): {run.stderr[-2000:]}"
     answer = json.loads(lines[-1])
     if "failed" in answer:
-        if TORCHVISION_MISSING in run.stderr + answer["failed"]:
+        if TORCHVISION_MISSING in run.stdout + run.stderr + answer["failed"]:
             pytest.xfail(
                 "vLLM's LLaVA (and Qwen2-VL, Gemma 3...) needs torchvision, which does not "
                 f"import beside this torch CPU build: {answer['failed'][:200]}"
