@@ -7,12 +7,12 @@ Needs the ``grpc`` extra (protobuf).
 
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
+from referee_client._media import b64decode
 from referee_client._proto import referee_pb2 as pb
 from referee_client.schema import (
     ErrorDetail,
@@ -62,7 +62,7 @@ def _image_to_proto(image: Image, out: pb.Image) -> None:
         head, _, payload = image.url.partition(",")
         if head.endswith(";base64"):
             try:
-                data = base64.b64decode(payload, validate=True)
+                data = b64decode(payload)
             except (binascii.Error, ValueError):
                 data = None  # the server names the field that is not base64
     if data is not None:

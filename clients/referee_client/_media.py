@@ -7,10 +7,19 @@ given as bytes or a path is sent as it is (no re-encoding)."""
 from __future__ import annotations
 
 import base64
+import binascii
 import io
+import sys
 from pathlib import Path
+from types import ModuleType
 
-__all__ = ["data_url", "encode_image", "sniff_format"]
+__all__ = ["b64decode", "data_url", "encode_image", "sniff_format"]
+
+_pybase64: ModuleType | None
+try:
+    import pybase64 as _pybase64
+except ImportError:  # optional: the standard library's base64 then
+    _pybase64 = None
 
 # magic bytes -> format name (as Pillow names it)
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -32,6 +41,17 @@ def sniff_format(data: bytes) -> str | None:
         if data.startswith(magic):
             return name
     return None
+
+
+def b64decode(text: str | bytes) -> bytes:
+    """Strict base64 (no characters outside the alphabet, correct padding). pybase64 (SIMD;
+    the ``models`` extra installs it) decodes an image about seven times faster than the
+    standard library, which is used without it. Raises ``binascii.Error``."""
+    if _pybase64 is not None:
+        return bytes(_pybase64.b64decode(text, validate=True))
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(text, strict_mode=True)
+    return base64.b64decode(text, validate=True)  # pragma: no cover - Python 3.10
 
 
 def data_url(data: bytes) -> str:

@@ -6,7 +6,6 @@ Keep this module free of server dependencies: a trainer installs only pydantic a
 
 from __future__ import annotations
 
-import base64
 import binascii
 import math
 from collections import Counter
@@ -16,12 +15,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from referee_client._json import json_data
 
@@ -91,6 +93,14 @@ class Image(_Strict):
     detail: Literal["auto", "low", "high"] | None = None
     """OpenAI's detail hint, carried for judges that pass it on; scorers ignore it."""
 
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # a plain string is accepted as the image's url
+        schema = handler(core_schema)
+        return {"anyOf": [schema, {"type": "string", "description": "The image's `url`."}]}
+
     @model_validator(mode="before")
     @classmethod
     def _from_python(cls, value: object) -> object:
@@ -100,7 +110,9 @@ class Image(_Strict):
             data = value.get("data")
             if isinstance(data, str):  # JSON carries bytes as base64
                 try:
-                    return {**value, "data": base64.b64decode(data, validate=True)}
+                    from referee_client._media import b64decode
+
+                    return {**value, "data": b64decode(data)}
                 except (binascii.Error, ValueError):
                     raise ValueError("`data` is not base64") from None
             return value
@@ -213,7 +225,10 @@ class RewardItem(_Strict):
                 "anyOf": [
                     {
                         "required": ["messages", other],
-                        "properties": {"messages": {"type": "array"}},
+                        "properties": {
+                            "messages": {"type": "array"},
+                            other: {"type": "array" if other.endswith("images") else "string"},
+                        },
                     }
                     for other in ("response", "prompt", "response_images", "prompt_images")
                 ]

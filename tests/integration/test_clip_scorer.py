@@ -188,6 +188,7 @@ async def test_broken_images_are_per_item_errors_and_the_rest_are_scored(tiny_cl
         wire(id="bomb", prompt="a cat", response_images=[bomb_png()]),
         wire(id="no-image", prompt="a cat", response="text only"),
         wire(id="good2", prompt="a dog", response_images=[good]),
+        wire(id="truncated-again", prompt="a dog", response_images=[truncated_jpeg()]),
     ]
     async with serve_app(clip_config(tiny_clip, t2i={"score": "cosine"})) as (client, _):
         results = await post(client, "t2i", items)
@@ -195,7 +196,7 @@ async def test_broken_images_are_per_item_errors_and_the_rest_are_scored(tiny_cl
     assert outcome == {
         "good": ("scored", None), "good2": ("scored", None),
         "truncated": ("invalid", "invalid_image"), "bomb": ("invalid", "invalid_image"),
-        "no-image": ("invalid", "missing_image"),
+        "no-image": ("invalid", "missing_image"), "truncated-again": ("invalid", "invalid_image"),
     }  # fmt: skip
     assert "100000000 pixels" in results[2]["error"]["message"]
     assert "does not decode" in results[1]["error"]["message"]

@@ -116,6 +116,11 @@ async def test_openapi_documents_the_openrlhf_body_and_its_errors(
     assert "415" in doc["paths"]["/v1/rewards"]["post"]["responses"]
 
 
+# a 1x1 greyscale PNG
+_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4AWNgAAAAAgAB"
+        "c3UBGAAAAABJRU5ErkJggg==")  # fmt: skip
+
+
 def _validator(doc: dict, name: str) -> jsonschema.Draft202012Validator:
     schema = {**doc["components"]["schemas"][name], "components": doc["components"]}
     return jsonschema.Draft202012Validator(schema)
@@ -129,6 +134,12 @@ def _validator(doc: dict, name: str) -> jsonschema.Draft202012Validator:
         {"id": "a", "messages": [{"role": "assistant", "content": "x"}], "response": "r"},
         {"id": "a", "messages": [{"role": "assistant", "content": "x"}], "prompt": "p"},
         {"id": "a", "messages": []},
+        {"id": "a", "prompt": "p", "response_images": []},
+        {
+            "id": "a",
+            "messages": [{"role": "assistant", "content": "x"}],
+            "response_images": [_PNG],
+        },
     ],
 )
 async def test_items_the_server_rejects_are_rejected_by_the_published_schema(
@@ -150,6 +161,20 @@ async def test_items_the_server_rejects_are_rejected_by_the_published_schema(
             "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "x"}],
         },
         {"id": "a", "messages": [{"role": "assistant", "content": "x"}], "response": None},
+        {"id": "a", "prompt": "p", "response_images": [_PNG], "reference_images": [{"url": _PNG}]},
+        {
+            "id": "a",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": _PNG}},
+                        {"type": "text", "text": "what is it?"},
+                    ],
+                },
+                {"role": "assistant", "content": [{"type": "text", "text": "a dot"}]},
+            ],
+        },
     ],
 )
 async def test_items_the_server_accepts_are_accepted_by_the_published_schema(

@@ -227,3 +227,26 @@ def test_length_bias_reads_response_text_and_leaves_image_only_responses_out() -
     stats = monitor.stats()["components"]["r"]  # type: ignore[index]
     assert stats["count"] == 7
     assert stats["length_correlation"] == pytest.approx(1.0)
+
+
+def test_pillow_numpy_and_torch_load_only_when_an_image_is_decoded_or_encoded() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, sys, base64\n"
+        "import referee.engine, referee.scorers.multimodal.clip\n"
+        "from referee.media import MediaSettings, resolve_images\n"
+        "from referee.scorers import ScoreInput\n"
+        "from referee_client.schema import RewardRequest\n"
+        "png = base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4AWNgAAAAAgABc3UBGAAAAABJRU5ErkJggg==')\n"
+        "r = RewardRequest.model_validate({'items': [{'id': 'a', 'response_images': [{'data': png}]}]})\n"
+        "r = asyncio.run(resolve_images(r, MediaSettings()))\n"
+        "x = ScoreInput.from_item(r.items[0])\n"
+        "before = {m for m in ('PIL', 'numpy', 'torch', 'transformers') if m in sys.modules}\n"
+        "x.response_images[0].decode()\n"
+        "print(sorted(before), 'PIL' in sys.modules)\n"
+    )  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "True"]

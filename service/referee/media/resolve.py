@@ -14,7 +14,6 @@ decode is that item's error, not the request's.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import os
 import stat
@@ -24,12 +23,14 @@ from pathlib import Path
 
 from referee.errors import ErrorKind, RefereeError
 from referee.media.settings import MediaSettings
-from referee_client._media import sniff_format
+from referee_client._media import b64decode, sniff_format
 from referee_client.schema import ContentPart, Image, Message, RewardItem, RewardRequest
 
 __all__ = ["has_images", "resolve_images"]
 
 _IMAGE_FIELDS = ("prompt_images", "response_images", "reference_images")
+# A data: URL longer than this is base64-decoded in a worker thread.
+_INLINE_DATA_URL_CHARS = 1 << 20
 
 
 def has_images(item: RewardItem) -> bool:
@@ -89,7 +90,7 @@ class _Resolver:
             if len(payload) * 3 // 4 > self.settings.max_image_bytes + 3:
                 raise self.too_large(len(payload) * 3 // 4, where)
             try:
-                return base64.b64decode(payload, validate=True)
+                return b64decode(payload)
             except (binascii.Error, ValueError):
                 raise _invalid(where, "the data: URL's payload is not valid base64") from None
         return urllib.parse.unquote_to_bytes(payload)
@@ -155,7 +156,10 @@ class _Resolver:
         url = image.url or ""
         scheme = url.split(":", 1)[0].lower() if ":" in url[:12] else ""
         if scheme == "data":
-            data = self.data_url(url, where)
+            if len(url) > _INLINE_DATA_URL_CHARS:  # a large one decodes off the event loop
+                data = await asyncio.to_thread(self.data_url, url, where)
+            else:
+                data = self.data_url(url, where)
         elif scheme in ("http", "https"):
             data = await self.fetch(url, where)
         elif scheme in ("", "file"):

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH_DEADLINE",
     "FIELDS",
+    "IMAGE_FIELDS",
     "Prepared",
     "ScoreInput",
     "ScoreResult",
@@ -67,8 +68,9 @@ def past_deadline_result() -> ScoreResult:
 
 
 # Item fields a scorer may read (and that therefore may enter its cache key).
-FIELDS = ("prompt", "response", "messages", "reference", "group", "metadata",
-          "prompt_images", "response_images", "reference_images")  # fmt: skip
+FIELDS = ("prompt", "response", "messages", "reference", "group", "metadata")
+# Image fields (tuples of ImageData) a scorer may read; a cache key hashes their bytes.
+IMAGE_FIELDS = ("prompt_images", "response_images", "reference_images")
 # The pixel limit an image carries when no server config says otherwise (media settings).
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 

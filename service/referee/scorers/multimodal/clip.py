@@ -93,8 +93,8 @@ class ClipInput:
     (keyed by sha256) and, for image_to_reference, the reference images' pixels."""
 
     text: Seq | None
-    images: list[tuple[str, np.ndarray]]
-    references: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    images: list[tuple[str, np.ndarray | None]]
+    references: list[tuple[str, np.ndarray | None]] = field(default_factory=list)
     truncated: str | None = None
 
     @property
@@ -183,18 +183,41 @@ class ClipScorer(ModelScorer):
         return await asyncio.to_thread(self._prepare_items, items)
 
     def _prepare_items(self, items: Sequence[ScoreInput]) -> list[Prepared]:
-        out = []
+        out: list[Prepared] = []
+        unique: dict[str, int] = {}  # sha256 -> row: an image repeated in the request (a
+        pictures: list[Any] = []  # group's prompt image) is decoded and preprocessed once
+        broken: dict[str, str] = {}
         for item in items:
             try:
-                encoded = self.encode(item)
-                out.append(Prepared(max(1, encoded.cost), encoded))
+                encoded, images = self.encode(item)
+                for image in images:
+                    if image.sha256 in broken:
+                        raise ImageDecodeError(broken[image.sha256])
+                    if image.sha256 not in unique:
+                        try:
+                            pictures.append(image.decode("RGB"))
+                        except ImageDecodeError as exc:
+                            broken[image.sha256] = str(exc)
+                            raise
+                        unique[image.sha256] = len(pictures) - 1
             except ItemRejected as exc:
                 out.append(Prepared(1, ScoreResult.failed(str(exc), exc.error_type)))
             except ImageDecodeError as exc:
                 out.append(Prepared(1, ScoreResult.failed(str(exc), INVALID_IMAGE)))
+            else:
+                out.append(Prepared(max(1, encoded.cost), encoded))
+        if pictures:  # one processor call for the request's images (a call has a fixed cost)
+            values = self.image_processor(images=pictures, return_tensors="np")["pixel_values"]
+            for prepared in out:
+                if isinstance(prepared.payload, ClipInput):
+                    for slots in (prepared.payload.images, prepared.payload.references):
+                        for n, (key, _) in enumerate(slots):
+                            slots[n] = (key, values[unique[key]])
         return out
 
-    def encode(self, item: ScoreInput) -> ClipInput:  # type: ignore[override]
+    def encode(self, item: ScoreInput) -> tuple[ClipInput, list[ImageData]]:  # type: ignore[override]
+        """The item's tokens and the images it compares (their pixels are filled in by
+        one processor call for the whole request)."""
         compare = self.options.compare
         if compare == "captioning":
             images, what = item.prompt_images, "prompt image"
@@ -214,18 +237,15 @@ class ClipScorer(ModelScorer):
             with self._tokenizing:
                 ids = self.tokens(source)
             text, note = self.fit(Seq(ids), "prompt" if compare == "text_to_image" else "response")
-        references: list[tuple[str, np.ndarray]] = []
+        references: Sequence[ImageData] = ()
         if compare == "image_to_reference":
-            if not item.reference_images:
+            references = item.reference_images
+            if not references:
                 raise ItemRejected("compare: image_to_reference needs `reference_images`",
                                    "missing_image")  # fmt: skip
-            references = self.pixels(item.reference_images)
-        return ClipInput(text, self.pixels(images), references, note)
-
-    def pixels(self, images: Sequence[ImageData]) -> list[tuple[str, np.ndarray]]:
-        decoded = [image.decode("RGB") for image in images]
-        values = self.image_processor(images=decoded, return_tensors="np")["pixel_values"]
-        return [(image.sha256, values[k]) for k, image in enumerate(images)]
+        encoded = ClipInput(text, [(i.sha256, None) for i in images],
+                            [(i.sha256, None) for i in references], note)  # fmt: skip
+        return encoded, [*images, *references]
 
     # -- the forward pass (the model's thread, inference mode) ----------------------------
     def forward(self, encoded: list[ClipInput]) -> list[ScoreResult]:  # type: ignore[override]
@@ -237,6 +257,7 @@ class ClipScorer(ModelScorer):
         stacked: list[np.ndarray] = []
         for x in encoded:
             for key, values in (*x.images, *x.references):
+                assert values is not None  # filled in by _prepare_items
                 if key not in rows:
                     rows[key] = len(stacked)
                     stacked.append(values)
