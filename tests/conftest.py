@@ -58,6 +58,31 @@ def smollm_classifier(tmp_path_factory: pytest.TempPathFactory, smollm: Path) ->
 
 
 @pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny vision-language model (LLaVA) built from its config, with its processor."""
+    from tests.models import save_tiny_llava
+
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_rm(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path) -> Path:
+    """A VLM reward model: the tiny LLaVA under a seeded sequence-classification head."""
+    from tests.models import save_tiny_llava_classifier
+
+    return save_tiny_llava_classifier(tmp_path_factory.mktemp("tiny-llava-rm"), tiny_llava)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_judge(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path) -> Path:
+    """A VLM judge: the tiny LLaVA taught to answer "Score: 5" for a red image and
+    "Score: 1" for a blue one (seeded training, seconds)."""
+    from tests.models import save_tiny_llava_judge
+
+    return save_tiny_llava_judge(tmp_path_factory.mktemp("tiny-llava-judge"), tiny_llava)
+
+
+@pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small CLIPModel with its processor (random weights, seed 0), saved like a hub
     checkpoint; logit_scale log(100), as OpenAI's CLIP ends training with."""

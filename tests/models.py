@@ -12,14 +12,20 @@ from __future__ import annotations
 import importlib.util
 import itertools
 from pathlib import Path
+from typing import Any
 
 __all__ = [
+    "VLM_CHAT_TEMPLATE",
+    "colour_square",
     "minilm_dir",
     "save_linear_head",
     "save_minilm_head",
     "save_smollm",
     "save_smollm_classifier",
     "save_tiny_clip",
+    "save_tiny_llava",
+    "save_tiny_llava_classifier",
+    "save_tiny_llava_judge",
     "smollm_gguf",
 ]
 
@@ -93,6 +99,170 @@ def save_smollm_classifier(target: Path, lm_dir: Path, num_labels: int = 1, seed
     _scale_head(model, seed)
     model.save_pretrained(target)
     transformers.AutoTokenizer.from_pretrained(str(lm_dir)).save_pretrained(target)
+    return target
+
+
+# LLaVA-style chat template over content parts ({"type": "image"} -> <image>).
+VLM_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_VLM_CORPUS = [
+    "You are a strict, impartial judge. Rate the response from 1 (worst) to 10 (best).",
+    "Score: 1 2 3 4 5 6 7 8 9 10. Verdict: Yes No. Winner: A B. Ranking: 2 > 1 > 3",
+    "[Question] What is in the picture? [Response] A red square on a white background.",
+    "Describe the image. The capital of France is Paris. A cat sits on a blue mat.",
+]
+
+
+def save_tiny_llava(target: Path, seed: int = 0) -> Path:
+    """A tiny LLaVA (a 2-layer CLIP vision tower, a 2-layer Llama text tower, 28x28 images
+    as 4 tokens) built from its config with a fixed seed, saved with its processor (a BPE
+    tokenizer trained here on a few sentences, the PIL CLIP image processor, a chat
+    template over content parts). Loaded by the same code that loads a hub id."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    special = ["<pad>", "<s>", "</s>", "<image>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    # digits one by one, apart from spaces (as Llama 3 and SmolLM2 do): "Score: 5" is the
+    # tokens of "Score: " then "5", so a verdict is read right after the judge's prefix
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])  # fmt: skip
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=special, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    bpe.train_from_iterator(_VLM_CORPUS * 4, trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"}, chat_template=VLM_CHAT_TEMPLATE,
+    )  # fmt: skip
+    config = transformers.LlavaConfig(
+        vision_config=transformers.CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=28, patch_size=14, projection_dim=32,
+        ),
+        text_config=transformers.LlamaConfig(
+            vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=64,
+            num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+            max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
+            eos_token_id=bpe.token_to_id("<|im_end|>"),
+        ),
+        image_token_id=bpe.token_to_id("<image>"), vision_feature_select_strategy="default",
+        vision_feature_layer=-1, projector_hidden_act="gelu",
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = transformers.LlavaForConditionalGeneration(config)
+    with torch.no_grad():  # spread the logits: a wrong token or image shows clearly
+        for name, param in model.named_parameters():
+            if name.endswith("weight") and param.dim() == 2:
+                param.normal_(0.0, 0.2)
+    model.save_pretrained(target)
+    image_processor = transformers.CLIPImageProcessorPil(
+        size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}
+    )
+    processor = transformers.LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
+        vision_feature_select_strategy="default", chat_template=VLM_CHAT_TEMPLATE,
+        num_additional_image_tokens=1,
+    )  # fmt: skip
+    processor.save_pretrained(target)
+    return target
+
+
+def save_tiny_llava_classifier(target: Path, llava_dir: Path, seed: int = 0) -> Path:
+    """The tiny LLaVA under a fresh, seeded `score` head (transformers' generic
+    sequence-classification head over LlavaModel): a VLM reward model, saved with its
+    processor, as a VLM reward model checkpoint is."""
+    import transformers
+    from transformers.modeling_layers import GenericForSequenceClassification
+
+    cls = type(
+        "LlavaForSequenceClassification",
+        (GenericForSequenceClassification, transformers.LlavaPreTrainedModel),
+        {},
+    )
+    model = cls.from_pretrained(str(llava_dir), num_labels=1)
+    _scale_head(model, seed)
+    model.save_pretrained(target)
+    transformers.AutoProcessor.from_pretrained(str(llava_dir)).save_pretrained(target)
+    return target
+
+
+def colour_square(red: bool, seed: int) -> Any:
+    """A noisy image that is mostly red (``red``) or mostly blue, of a random size."""
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    w, h = rng.randint(24, 80), rng.randint(24, 80)
+    base = (200, 30, 30) if red else (30, 30, 200)
+    pixels = bytes(max(0, min(255, c + rng.randint(-40, 40))) for _ in range(w * h) for c in base)
+    return Image.frombytes("RGB", (w, h), pixels)
+
+
+def save_tiny_llava_judge(
+    target: Path, llava_dir: Path, steps: int = 60, batch: int = 8, seed: int = 0
+) -> Path:
+    """The tiny LLaVA taught, in a few seconds of seeded training, to answer a judge's
+    question about an image with "Score: 5" for a mostly red image and "Score: 1" for a
+    mostly blue one: a VLM judge whose verdicts are among its likely tokens and depend on
+    the image it is shown (so a test can tell the image reached the model)."""
+    import random
+
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    processor = transformers.AutoProcessor.from_pretrained(str(llava_dir))
+    model = transformers.LlavaForConditionalGeneration.from_pretrained(str(llava_dir))
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    from referee.scorers.judge.options import JudgeOptions
+    from referee.scorers.judge.templates import JudgePrompt
+
+    # The judge's own prompts (system turn, image under its label, pointwise 1-5 template),
+    # as logprobs mode asks ("Score: N" only) and as parse/vote modes ask (critique first).
+    judges = [JudgePrompt(JudgeOptions(model=str(llava_dir), scale=(1, 5), mode=mode))
+              for mode in ("logprobs", "parse")]  # fmt: skip
+    questions = ["What is in the picture?", "Describe the image.", "Is the square red?", ""]
+    answers = ["A red square.", "A blue square.", "A square.", "", "Paris.", "x" * 11]
+    for step in range(steps):  # a batch of red and blue images under one question
+        fields = {"prompt": rng.choice(questions), "response": rng.choice(answers)}
+        side = step % 2  # the image as the question's, or as the response
+        judge = judges[(step // 2) % 2]
+        asked = judge.chat(fields, *(([None], []) if side == 0 else ([], [None])))
+        user = [{"type": "image"} if p["type"] == "image" else p for p in asked[-1]["content"]]
+        system = [{"type": "text", "text": asked[0]["content"]}]
+        texts, images = [], []
+        for red in (True, False) * (batch // 2):
+            chat = [{"role": "system", "content": system}, {"role": "user", "content": user},
+                    {"role": "assistant", "content": [{"type": "text", "text": f"Score: {5 if red else 1}"}]}]  # fmt: skip
+            texts.append(processor.apply_chat_template(chat, tokenize=False))
+            images.append(colour_square(red, rng.randrange(10**6)))
+        enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
+        prompt = processor.apply_chat_template(chat[:2], tokenize=False, add_generation_prompt=True)
+        n_prompt = len(processor(text=[prompt], images=images[:1])["input_ids"][0])
+        labels = enc["input_ids"].clone()
+        labels[:, :n_prompt] = -100  # learn the answer only
+        labels[enc["attention_mask"] == 0] = -100
+        loss = model(**enc, labels=labels).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
     return target
 
 

@@ -4,7 +4,10 @@ judge's `openai` backend tests and benchmark (nothing installable here serves on
     python -m tests.e2e.openai_server --model DIR --port PORT [--max-inflight N] [--fail-first K]
 
 POST /v1/chat/completions: messages, max_tokens, temperature, top_p, seed, n, logprobs,
-top_logprobs, and vLLM's continue_final_message / add_generation_prompt. The model runs one
+top_logprobs, and vLLM's continue_final_message / add_generation_prompt. A vision-language
+model directory (a config with a vision tower, saved with its processor) is served with
+its processor: messages may hold OpenAI content parts, images as `image_url` parts with
+`data:` URLs (as vLLM's server takes them), and any other image source is a 400. The model runs one
 request at a time. ``--max-inflight`` answers 429 (with Retry-After) to requests beyond
 that many in flight, and ``--fail-first`` answers 503 to the first K requests, so that a
 client's retry path is driven by the server, as it is by a busy vLLM.
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import io
 import math
 from typing import Any
 
@@ -27,7 +32,7 @@ from pydantic import BaseModel
 
 class ChatRequest(BaseModel):
     model: str = "local"
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
@@ -39,21 +44,74 @@ class ChatRequest(BaseModel):
     add_generation_prompt: bool = True
 
 
+class BadRequest(Exception):
+    pass
+
+
+def decode_parts(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """OpenAI content parts as a chat template takes them, and the images in order."""
+    from PIL import Image
+
+    images: list[Any] = []
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        parts = []
+        for part in content:
+            if part.get("type") == "image_url":
+                url = part["image_url"]["url"]
+                if not url.startswith("data:") or ";base64," not in url:
+                    raise BadRequest("this server takes images as data: URLs only")
+                raw = base64.b64decode(url.split(";base64,", 1)[1])
+                images.append(Image.open(io.BytesIO(raw)).convert("RGB"))
+                parts.append({"type": "image"})
+            elif part.get("type") == "text":
+                parts.append({"type": "text", "text": part["text"]})
+            else:
+                raise BadRequest(f"unknown content part type {part.get('type')!r}")
+        out.append({"role": m["role"], "content": parts})
+    return out, images
+
+
 def build_app(model_dir: str, max_inflight: int, fail_first: int) -> FastAPI:
-    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
-    lm = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    vision = getattr(config, "vision_config", None) is not None
+    processor = transformers.AutoProcessor.from_pretrained(model_dir) if vision else None
+    tok = (
+        processor.tokenizer if processor else transformers.AutoTokenizer.from_pretrained(model_dir)
+    )
+    auto = transformers.AutoModelForImageTextToText if vision else transformers.AutoModelForCausalLM
+    lm = auto.from_pretrained(model_dir).eval()
     app = FastAPI()
     lock = asyncio.Lock()
     state = {"inflight": 0, "seen": 0}
 
     def complete(req: ChatRequest) -> dict[str, Any]:
-        text = tok.apply_chat_template(
-            req.messages,
-            tokenize=False,
-            add_generation_prompt=req.add_generation_prompt and not req.continue_final_message,
-            continue_final_message=req.continue_final_message,
-        )
-        ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        extra: dict[str, Any] = {}
+        if processor is not None:
+            messages, images = decode_parts(req.messages)
+            text = processor.apply_chat_template(
+                messages,
+                tokenize=False,
+                add_generation_prompt=req.add_generation_prompt and not req.continue_final_message,
+                continue_final_message=req.continue_final_message,
+            )
+            enc = processor(text=[text], images=images or None, return_tensors="pt",
+                            add_special_tokens=False)  # fmt: skip
+            ids = enc.pop("input_ids")
+            extra = {k: v for k, v in enc.items() if k != "attention_mask"}
+        else:
+            if any(not isinstance(m["content"], str) for m in req.messages):
+                raise BadRequest("this model reads text only: content must be a string")
+            text = tok.apply_chat_template(
+                req.messages,
+                tokenize=False,
+                add_generation_prompt=req.add_generation_prompt and not req.continue_final_message,
+                continue_final_message=req.continue_final_message,
+            )
+            ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
         sample = req.temperature > 0
         if req.seed is not None:
             torch.manual_seed(req.seed)
@@ -70,6 +128,7 @@ def build_app(model_dir: str, max_inflight: int, fail_first: int) -> FastAPI:
                 output_logits=True,
                 return_dict_in_generate=True,
                 pad_token_id=tok.pad_token_id or tok.eos_token_id,
+                **extra,
             )
         choices = []
         for c in range(req.n):
@@ -116,6 +175,8 @@ def build_app(model_dir: str, max_inflight: int, fail_first: int) -> FastAPI:
         try:
             async with lock:
                 return JSONResponse(await asyncio.to_thread(complete, req))
+        except BadRequest as exc:
+            return JSONResponse({"error": {"message": str(exc)}}, status_code=400)
         finally:
             state["inflight"] -= 1
 

@@ -109,9 +109,14 @@ class JudgeGuard:
         if rules_file is not None:
             self.rules += load_rules(rules_file)
 
-    def check(self, response: str, prompt: str = "") -> str | None:
-        """The name of the first rule the response trips, or None."""
+    def check(self, response: str, prompt: str = "", text_only: bool = True) -> str | None:
+        """The name of the first rule the response trips, or None. A response that is more
+        than its text (``text_only=False``: it has images) is checked by the ``search``
+        rules only (text addressed to the judge, role tokens): its text may well be empty,
+        short or answer-free, as the images are the answer."""
         for rule in self.rules:
+            if not text_only and rule.match != "search":
+                continue
             if rule.hits(response, prompt):
                 return rule.name
         return None

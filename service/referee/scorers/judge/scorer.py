@@ -27,6 +27,7 @@ from referee.scorers.judge.guard import JudgeGuard
 from referee.scorers.judge.options import JudgeOptions
 from referee.scorers.judge.templates import Chat, JudgePrompt
 from referee.scorers.judge.verdicts import Outcome, Reader, run_judge
+from referee.scorers.models._vision import ImageLike, item_images, without_images
 
 if TYPE_CHECKING:
     from referee.metrics import Metrics
@@ -74,7 +75,7 @@ class JudgeScorer(Scorer):
         self._guard_hits = metrics.judge_guard_hits
 
     def cache_fields(self) -> tuple[str, ...]:
-        fields = ["prompt", "response", "messages"]
+        fields = ["prompt", "response", "messages", "prompt_images", "response_images"]
         if self.options.template == "reference" or self.options.custom_template:
             fields.append("reference")
         if self.options.custom_template:
@@ -169,7 +170,9 @@ class JudgeScorer(Scorer):
     def _guarded(self, item: ScoreInput) -> ScoreResult | None:
         if self.guard is None:
             return None
-        rule = self.guard.check(item.response, item.prompt)
+        # An image response is an answer whatever its text: only the rules that catch text
+        # aimed at the judge apply to the text beside it.
+        rule = self.guard.check(item.response, item.prompt, text_only=not item_images(item)[1])
         if rule is None:
             return None
         if self._guard_hits is not None:
@@ -179,20 +182,32 @@ class JudgeScorer(Scorer):
         )
 
     def _add(
-        self, calls: dict[str, tuple[Chat, Reader]], fields: dict[str, Any], reader: Reader
+        self,
+        calls: dict[str, tuple[Chat, Reader]],
+        fields: dict[str, Any],
+        reader: Reader,
+        images: tuple[list[ImageLike], list[ImageLike]] = ([], []),
     ) -> str:
-        chat = self.prompt.chat(fields)
-        key = canonical_json(chat)
+        chat = self.prompt.chat(fields, *images)
+        key = canonical_json(without_images(chat) if any(images) else chat)
         calls.setdefault(key, (chat, reader))
         return key
 
     def _plan(self, item: ScoreInput, calls: dict[str, tuple[Chat, Reader]]) -> Plan:
         base = {"prompt": item.prompt, "reference": item.reference, "metadata": item.metadata or {}}
         mode = self.options.group_mode
+        images = item_images(item)
         if mode == "none":
             if self.options.template == "reference" and item.reference is None:
                 raise ValueError("the reference template needs the item's `reference`")
-            return [(self._add(calls, {**base, "response": item.response}, self._label), True)]
+            fields = {**base, "response": item.response}
+            return [(self._add(calls, fields, self._label, images), True)]
+        if images[1]:
+            raise ValueError(
+                f"{mode} judging compares the responses' text; this response has images: "
+                "judge image responses pointwise (group_mode: none)"
+            )
+        images = (images[0], [])  # the group's question (and its images) is shared
         if not item.peers:
             raise ValueError(
                 f"{mode} judging needs other responses of the item's `group` in "
@@ -203,8 +218,8 @@ class JudgeScorer(Scorer):
             for other in self._opponents(item.peers):
                 ab = {**base, "response_a": item.response, "response_b": other}
                 ba = {**base, "response_a": other, "response_b": item.response}
-                plan.append((self._add(calls, ab, self._label), True))
-                plan.append((self._add(calls, ba, self._label), False))
+                plan.append((self._add(calls, ab, self._label, images), True))
+                plan.append((self._add(calls, ba, self._label, images), False))
             return plan
         everyone = sorted([item.response, *item.peers])  # one prompt for the whole group
         if len(everyone) > self.options.max_listwise:
@@ -213,7 +228,7 @@ class JudgeScorer(Scorer):
                 f"responses; this group has {len(everyone)}: use pairwise"
             )
         reader = _ranking_reader(self.prompt.verdicts.pattern, len(everyone))
-        key = self._add(calls, {**base, "responses": everyone}, reader)
+        key = self._add(calls, {**base, "responses": everyone}, reader, images)
         return [(key, everyone.index(item.response) == 0)]
 
     def _opponents(self, peers: Sequence[str]) -> list[str]:

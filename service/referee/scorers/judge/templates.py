@@ -11,7 +11,7 @@ a typo fails at start-up, not with an empty hole in every prompt.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,9 @@ from referee.scorers.judge.options import FewShot, JudgeOptions
 
 __all__ = ["Chat", "JudgePrompt", "Verdicts"]
 
-Chat = list[dict[str, str]]
+# Chat messages; the item's user turn is a list of content parts when it has images
+# ({"type": "image", "image": <the decoded image>}, then {"type": "text", "text": ...}).
+Chat = list[dict[str, Any]]
 
 SYSTEM = (
     "You are a strict, impartial judge. You evaluate responses on their merits only; "
@@ -176,13 +178,29 @@ class JudgePrompt:
     def user_turn(self, fields: Mapping[str, Any]) -> str:
         return self.template.render(self.context(fields)).strip()
 
-    def chat(self, fields: Mapping[str, Any]) -> Chat:
-        """System prompt, few-shot examples as earlier turns, then this item."""
+    def chat(
+        self,
+        fields: Mapping[str, Any],
+        prompt_images: Sequence[object] = (),
+        response_images: Sequence[object] = (),
+    ) -> Chat:
+        """System prompt, few-shot examples as earlier turns, then this item. The item's
+        images come first in its turn, each group under a line saying whose it is."""
         messages: Chat = [{"role": "system", "content": self.options.system_prompt or SYSTEM}]
         for shot in self.options.few_shot:
             messages.append({"role": "user", "content": self.user_turn(_shot_fields(shot))})
             messages.append({"role": "assistant", "content": shot.answer})
-        messages.append({"role": "user", "content": self.user_turn(fields)})
+        text = self.user_turn(fields)
+        if not prompt_images and not response_images:
+            messages.append({"role": "user", "content": text})
+            return messages
+        parts: list[dict[str, Any]] = []
+        for label, images in (("question", prompt_images), ("response", response_images)):
+            if images:
+                parts.append({"type": "text", "text": f"[Images of the {label}]\n"})
+                parts += [{"type": "image", "image": image} for image in images]
+        parts.append({"type": "text", "text": text})
+        messages.append({"role": "user", "content": parts})
         return messages
 
 

@@ -20,6 +20,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from referee.scorers.base import ScorerOptions
+from referee.scorers.models._vision import (
+    is_vision_config,
+    load_processor,
+    sequence_classifier_class,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +35,7 @@ __all__ = [
     "ModelSource",
     "load_model",
     "load_tokenizer",
+    "load_vision_processor",
     "resolve_device_dtype",
 ]
 
@@ -82,6 +88,11 @@ class ModelOptions(ScorerOptions):
     with `revision` pinned."""
     attn_implementation: str | None = Field(
         default=None, description="eager, sdpa or flash_attention_2; unset: transformers' choice."
+    )
+    fast_image_processor: bool = Field(
+        default=False,
+        description="Vision-language models: the processor's fast (torchvision) image "
+        "preprocessing instead of the PIL one; its pixels differ slightly, so rewards do too.",
     )
 
     @field_validator("device")
@@ -190,6 +201,7 @@ class LoadedModel:
     padding_side: Literal["left", "right"]
     pad_id: int
     max_length: int
+    processor: Any = None  # a vision-language model's processor (images + tokenizer)
 
 
 def load_tokenizer(options: ModelOptions) -> Any:
@@ -205,6 +217,26 @@ def load_tokenizer(options: ModelOptions) -> Any:
     return transformers.AutoTokenizer.from_pretrained(source.ref, **kwargs)
 
 
+def load_vision_processor(options: ModelOptions) -> Any:
+    """A vision-language model's processor, without its weights; None for a text model."""
+    import transformers
+
+    source = ModelSource.parse(options.model)
+    if source.gguf_file is not None:
+        return None
+    kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
+    if options.revision is not None:
+        kwargs["revision"] = options.revision
+    if not is_vision_config(transformers.AutoConfig.from_pretrained(source.ref, **kwargs)):
+        return None
+    return load_processor(
+        source.ref if options.tokenizer is None else options.tokenizer,
+        use_fast=options.fast_image_processor,
+        trust_remote_code=options.trust_remote_code,
+        revision=options.revision,
+    )
+
+
 def load_model(options: ModelOptions, auto_class: str) -> LoadedModel:
     """Load tokenizer and model once; the model in eval mode on its device."""
     import torch
@@ -218,18 +250,34 @@ def load_model(options: ModelOptions, auto_class: str) -> LoadedModel:
         common["revision"] = options.revision
     if source.gguf_file is not None:
         common["gguf_file"] = source.gguf_file
-    tokenizer = load_tokenizer(options)
     kwargs: dict[str, Any] = {**common, "dtype": getattr(torch, dtype_name)}
     if options.attn_implementation is not None:
         kwargs["attn_implementation"] = options.attn_implementation
-    model = getattr(transformers, auto_class).from_pretrained(source.ref, **kwargs)
+    processor = None
+    model_class = getattr(transformers, auto_class)
+    if source.gguf_file is None and auto_class != "AutoModel":
+        config = transformers.AutoConfig.from_pretrained(source.ref, **common)
+        if is_vision_config(config):
+            processor = load_processor(
+                source.ref if options.tokenizer is None else options.tokenizer,
+                use_fast=options.fast_image_processor,
+                trust_remote_code=options.trust_remote_code,
+                revision=options.revision,
+            )
+            if auto_class == "AutoModelForSequenceClassification":
+                model_class = sequence_classifier_class(config)
+            elif auto_class == "AutoModelForCausalLM":
+                model_class = transformers.AutoModelForImageTextToText
+    tokenizer = processor.tokenizer if processor is not None else load_tokenizer(options)
+    model = model_class.from_pretrained(source.ref, **kwargs)
     model.to(device_name)
     model.eval()
     if tokenizer.pad_token_id is None:  # decoder-only tokenizers often have none
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = pad_id  # sequence classifiers find the last token by it
+    for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+        if getattr(config, "pad_token_id", None) is None:
+            config.pad_token_id = pad_id  # sequence classifiers find the last token by it
     side = options.padding_side
     if side == "auto":
         side = "left" if getattr(tokenizer, "padding_side", "right") == "left" else "right"
@@ -245,6 +293,7 @@ def load_model(options: ModelOptions, auto_class: str) -> LoadedModel:
         padding_side=side,
         pad_id=pad_id,
         max_length=options.max_length or _model_limit(tokenizer, model),
+        processor=processor,
     )
 
 
@@ -258,7 +307,7 @@ def _is_encoder(model: Any) -> bool:
 def _model_limit(tokenizer: Any, model: Any) -> int:
     """The longest input the model takes: its position table, else the tokenizer's limit."""
     limits = [
-        getattr(model.config, "max_position_embeddings", None),
+        getattr(model.config.get_text_config(), "max_position_embeddings", None),
         getattr(tokenizer, "model_max_length", None),
     ]
     usable = [int(x) for x in limits if isinstance(x, int) and 0 < x < 10_000_000]

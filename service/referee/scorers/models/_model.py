@@ -14,10 +14,11 @@ import concurrent.futures
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
+from referee.media import INVALID_IMAGE, ImageDecodeError
 from referee.scorers.base import (
     Prepared,
     ScoreInput,
@@ -32,6 +33,13 @@ from referee.scorers.models._hf import (
     ModelSource,
     load_model,
     resolve_device_dtype,
+)
+from referee.scorers.models._vision import (
+    ImageLike,
+    item_conversation,
+    item_has_images,
+    merge_vision,
+    vision_encode,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +58,12 @@ _INLINE_CHARS = 50_000
 _LOGIT_RESCALING = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
+TEXT_ONLY = (
+    "this item has images and this scorer's model reads text only: use a vision-language "
+    "model, or send the item without images"
+)
+
+
 class ItemRejected(Exception):
     """An item this scorer cannot score (too long, nothing to score): a per-item error."""
 
@@ -66,6 +80,9 @@ class Seq:
     ids: list[int]
     type_ids: list[int] | None = None
     span: tuple[int, int] | None = None
+    # A vision-language model's image tensors for this sequence (pixel_values...), from
+    # its processor; the ids hold the images' placeholder tokens.
+    vision: dict[str, torch.Tensor] | None = None
 
 
 @dataclass(slots=True)
@@ -125,7 +142,7 @@ class ModelScorer(Scorer):
         "max_wait_ms": 5.0,
     }
     libraries = ("torch", "transformers")
-    reads = ("prompt", "response", "messages")  # what the chat template renders
+    reads: ClassVar[tuple[str, ...]] = ("prompt", "response", "messages")  # the chat template
     auto_class: ClassVar[str] = "AutoModel"
 
     def __init__(self, name: str, options: ModelOptions) -> None:
@@ -150,7 +167,9 @@ class ModelScorer(Scorer):
             lambda: load_model(self.options, self.model_class()),
         )
         params = inspect.signature(self.loaded.model.forward).parameters
-        self._accepts_positions = "position_ids" in params
+        # Models that derive positions from their images (Qwen2-VL's multimodal RoPE) are
+        # given none: they compute them from the attention mask themselves.
+        self._accepts_positions = "position_ids" in params and not _own_positions(self.loaded.model)
         self.after_load(self.loaded)
         log.info(
             "scorer %s: loaded %s on %s (%s), max_length %d, padding %s", self.name,
@@ -244,18 +263,61 @@ class ModelScorer(Scorer):
             messages.insert(0, {"role": "system", "content": self.options.system_prompt})
         return messages
 
+    @property
+    def is_vision(self) -> bool:
+        """A vision-language model (loaded with its processor)."""
+        return self.model.processor is not None
+
+    def vision_conversation(
+        self, item: ScoreInput, response: str | None = None
+    ) -> tuple[list[dict[str, object]], list[ImageLike]]:
+        """The item as chat messages of content parts, and its images in order, with the
+        configured system prompt first when it has none."""
+        messages, images = item_conversation(item, response)
+        if self.options.system_prompt is not None and messages[0]["role"] != "system":
+            system = [{"type": "text", "text": self.options.system_prompt}]
+            messages.insert(0, {"role": "system", "content": system})
+        return messages, images
+
+    def has_images(self, item: ScoreInput) -> bool:
+        return item_has_images(item)
+
+    def vision_seq(self, text: str, images: Sequence[ImageLike]) -> Seq:
+        """A rendered conversation and its images as one sequence (placeholders expanded)."""
+        if images and not self.is_vision:
+            raise ItemRejected(TEXT_ONLY)
+        if not self.is_vision:
+            return Seq(self.tokens(text))
+        try:
+            ids, vision = vision_encode(self.model.processor, text, images)
+        except ImageDecodeError as exc:
+            raise ItemRejected(str(exc), INVALID_IMAGE) from None
+        return Seq(ids, vision=vision or None)
+
     def has_chat_template(self) -> bool:
         tok = self.model.tokenizer
-        return self.options.chat_template is not None or bool(getattr(tok, "chat_template", None))
+        processor = self.model.processor
+        return (
+            self.options.chat_template is not None
+            or bool(getattr(tok, "chat_template", None))
+            or bool(getattr(processor, "chat_template", None))
+        )
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-        """Messages as text, through the model's chat template (or the configured one)."""
+    def render(
+        self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = False
+    ) -> str:
+        """Messages as text, through the model's chat template (or the configured one); a
+        vision-language model's through its processor's."""
         if not self.has_chat_template():
             raise ItemRejected(
                 "this model's tokenizer has no chat template: configure `chat_template`, "
                 "or an input mode that does not need one"
             )
-        text = self.model.tokenizer.apply_chat_template(
+        processor = self.model.processor
+        if processor is not None and getattr(processor, "chat_template", None):
+            messages = [_as_parts(m) for m in messages]
+        renderer = processor if processor is not None else self.model.tokenizer
+        text = renderer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=add_generation_prompt,
             chat_template=self.options.chat_template,
         )  # fmt: skip
@@ -278,6 +340,13 @@ class ModelScorer(Scorer):
         if n <= limit:
             return seq, None
         mode = self.options.truncation
+        if seq.vision:
+            raise ItemRejected(
+                f"{what} is {n} tokens with its images; this scorer takes at most {limit} "
+                "(max_length), and an input with images is never cut (that would cut an "
+                "image's tokens): send fewer or smaller images, or a shorter text",
+                "input_too_long",
+            )
         if mode == "reject":
             raise ItemRejected(
                 f"{what} is {n} tokens; this scorer takes at most {limit} (max_length): "
@@ -312,6 +381,7 @@ class ModelScorer(Scorer):
         """Small requests tokenize on the event loop (a thread hop costs more), unless a
         big one holds the tokenizer: then they wait in a thread, never on the loop."""
         small = sum(len(i.response) + len(i.prompt) for i in items) <= _INLINE_CHARS
+        small = small and not any(item_has_images(i) for i in items)  # image preprocessing
         if small and self._tokenizing.acquire(blocking=False):
             try:
                 return self._prepare_locked(items)
@@ -406,7 +476,11 @@ class ModelScorer(Scorer):
             inputs["token_type_ids"] = types
         if left and self._accepts_positions:
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-        return {k: v.to(loaded.device) for k, v in inputs.items()}
+        out = {k: v.to(loaded.device) for k, v in inputs.items()}
+        for key, value in merge_vision([s.vision for s in seqs]).items():
+            floating = value.is_floating_point()
+            out[key] = value.to(loaded.device, dtype=loaded.dtype if floating else None)
+        return out
 
     def logits_at(
         self, inputs: dict[str, torch.Tensor], wanted: Sequence[torch.Tensor]
@@ -418,7 +492,9 @@ class ModelScorer(Scorer):
         rescaled = any(getattr(model.config, k, None) for k in _LOGIT_RESCALING)
         head = model.get_output_embeddings()
         if head is not None and not rescaled and hasattr(model, "get_decoder"):
-            hidden = model.get_decoder()(**inputs).last_hidden_state
+            # A VLM's base model takes the images too; a text LM's is its decoder.
+            body = model.base_model if self.is_vision else model.get_decoder()
+            hidden = body(**inputs).last_hidden_state
             return [head(hidden[r, cols]) for r, cols in enumerate(wanted)]
         logits = model(**inputs).logits
         return [logits[r, cols] for r, cols in enumerate(wanted)]
@@ -429,3 +505,18 @@ class ModelScorer(Scorer):
         if self.model.padding_side == "left":
             return [width - len(s.ids) for s in seqs]
         return [0] * len(seqs)
+
+
+def _own_positions(model: object) -> bool:
+    """A model that computes its own (multimodal) position ids from its inputs."""
+    inner = getattr(model, "model", model)
+    return hasattr(model, "get_rope_index") or hasattr(inner, "get_rope_index")
+
+
+def _as_parts(message: Mapping[str, object]) -> Mapping[str, object]:
+    """A message whose text content is a list of one text part: VLM chat templates iterate
+    over parts (a string would be read character by character)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return {**message, "content": [{"type": "text", "text": content}]}
+    return message

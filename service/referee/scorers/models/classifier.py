@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 
 from referee.scorers.base import ScoreInput, ScoreResult
 from referee.scorers.models._hf import ModelOptions
-from referee.scorers.models._model import Encoded, ModelScorer, Seq
+from referee.scorers.models._model import TEXT_ONLY, Encoded, ItemRejected, ModelScorer, Seq
 
 __all__ = ["ClassifierScorer"]
 
@@ -67,6 +67,8 @@ class ClassifierScorer(ModelScorer):
     Options: ClassVar[type[ModelOptions]] = ClassifierOptions
     options: ClassifierOptions
     auto_class = "AutoModelForSequenceClassification"
+    # a vision-language reward model reads the images too
+    reads = ("prompt", "response", "messages", "prompt_images", "response_images")
 
     def model_class(self) -> str:
         return self.options.auto_class
@@ -80,7 +82,17 @@ class ClassifierScorer(ModelScorer):
     def encode(self, item: ScoreInput) -> Encoded:
         mode = self.input_mode()
         special = self.options.add_special_tokens
-        if mode == "chat":
+        if mode != "chat" and self.has_images(item):
+            raise ItemRejected(
+                f"this item has images; input: {mode} reads text only (a vision-language "
+                "reward model reads images with input: chat)"
+            )
+        if mode == "chat" and self.is_vision:
+            messages, images = self.vision_conversation(item)
+            seq = self.vision_seq(self.render(messages), images)
+        elif mode == "chat":
+            if self.has_images(item):
+                raise ItemRejected(TEXT_ONLY)
             seq = Seq(self.tokens(self.render(self.conversation(item)), special))
         elif mode == "pair":
             enc = self.model.tokenizer(item.prompt, item.response)
@@ -121,6 +133,11 @@ class ClassifierScorer(ModelScorer):
             )
         if self.input_mode() == "chat":
             self.render([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+        if self.is_vision and self.input_mode() != "chat":
+            raise ValueError(
+                f"scorer {self.name!r}: a vision-language reward model reads the conversation "
+                "through its processor's chat template: input: chat (or auto)"
+            )
 
 
 def _type_ids(enc: object) -> list[int] | None:

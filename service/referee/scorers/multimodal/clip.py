@@ -106,7 +106,7 @@ class ClipScorer(ModelScorer):
     kind = "clip"
     Options: ClassVar[type[ModelOptions]] = ClipOptions
     options: ClipOptions
-    reads = ("prompt", "response", "prompt_images", "response_images", "reference_images")  # type: ignore[assignment]
+    reads = ("prompt", "response", "prompt_images", "response_images", "reference_images")
     batch_order = "arrival"  # type: ignore[assignment]
     auto_class = "AutoModel"
     default_batching: ClassVar[dict[str, object]] = {

@@ -16,8 +16,9 @@ import math
 from referee.scorers.judge.backends import JudgeBackend, JudgeCallError, label_token_ids
 from referee.scorers.judge.options import JudgeOptions, SamplingOptions
 from referee.scorers.judge.templates import Chat
-from referee.scorers.models._hf import LoadedModel, load_tokenizer
-from referee.scorers.models._model import ItemRejected, ModelScorer, Seq
+from referee.scorers.models._hf import LoadedModel, load_tokenizer, load_vision_processor
+from referee.scorers.models._model import TEXT_ONLY, ItemRejected, ModelScorer, Seq
+from referee.scorers.models._vision import ImageLike, chat_images, strip_images
 
 __all__ = ["TransformersBackend"]
 
@@ -39,16 +40,37 @@ class _JudgeLM(ModelScorer):
         tokenizing and max_length handling as here, without loading the weights."""
         import torch
 
-        tokenizer = load_tokenizer(self.options)
+        processor = load_vision_processor(self.options)
+        tokenizer = processor.tokenizer if processor is not None else load_tokenizer(self.options)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.loaded = LoadedModel(
             tokenizer=tokenizer, model=None, device=torch.device("cpu"), dtype=torch.float32,
-            padding_side="left", pad_id=int(pad), max_length=max_length,
+            padding_side="left", pad_id=int(pad), max_length=max_length, processor=processor,
         )  # fmt: skip
         self.after_load(self.loaded)
 
+    def engine_prompt(self, chat: Chat, prefix: str) -> tuple[list[int], list[ImageLike]]:
+        """For an engine that expands image placeholders itself (vLLM): the prompt's tokens
+        with one placeholder per image, and the images in order."""
+        images = chat_images(chat)
+        if images and not self.is_vision:
+            raise ItemRejected(TEXT_ONLY)
+        text = self.render(strip_images(chat), add_generation_prompt=True) + prefix
+        return self.tokens(text), images
+
+    def prompt_seq(self, chat: Chat, prefix: str) -> Seq:
+        """The judge prompt as tokens (a VLM's with its images' placeholders expanded and
+        its image tensors); a text-only model given images rejects the item."""
+        images = chat_images(chat)
+        if images and not self.is_vision:
+            raise ItemRejected(TEXT_ONLY)
+        text = self.render(strip_images(chat), add_generation_prompt=True) + prefix
+        if not self.is_vision:
+            return Seq(self.tokens(text))
+        return self.vision_seq(text, images)
+
     def prompt_ids(self, chat: Chat, prefix: str) -> list[int]:
-        return self.tokens(self.render(chat, add_generation_prompt=True) + prefix)
+        return self.prompt_seq(chat, prefix).ids
 
 
 class TransformersBackend(JudgeBackend):
@@ -103,9 +125,11 @@ class TransformersBackend(JudgeBackend):
         out: list[dict[str, float] | JudgeCallError] = [{} for _ in chats]
         for i, chat in enumerate(chats):
             try:
-                head = self.lm.prompt_ids(chat, prefix)
+                head = self.lm.prompt_seq(chat, prefix)
                 for tail in tails:  # truncation is reject or left: the tail stays whole
-                    seq, _ = self.lm.fit(Seq(head + tail), "the judge prompt")
+                    seq, _ = self.lm.fit(
+                        Seq(head.ids + tail, vision=head.vision), "the judge prompt"
+                    )
                     seq.span = (len(seq.ids) - len(tail), len(seq.ids))
                     rows.append(seq)
                     owners.append(i)
@@ -152,7 +176,7 @@ class TransformersBackend(JudgeBackend):
         ready: list[tuple[int, Seq]] = []
         for i, chat in enumerate(chats):
             try:
-                seq, _ = self.lm.fit(Seq(self.lm.prompt_ids(chat, "")), "the judge prompt")
+                seq, _ = self.lm.fit(self.lm.prompt_seq(chat, ""), "the judge prompt")
                 ready.append((i, seq))
             except ItemRejected as exc:
                 out[i] = JudgeCallError(str(exc), exc.error_type)

@@ -22,9 +22,11 @@ from typing import Any
 
 import httpx
 
+from referee.media import INVALID_IMAGE, ImageDecodeError
 from referee.scorers.judge.backends import JudgeBackend, JudgeCallError
 from referee.scorers.judge.options import EndpointOptions, JudgeOptions, SamplingOptions
 from referee.scorers.judge.templates import Chat
+from referee.scorers.models._vision import openai_content
 
 __all__ = ["OpenAIBackend", "label_probs_from_logprobs"]
 
@@ -149,9 +151,10 @@ class OpenAIBackend(JudgeBackend):
         self, chats: list[Chat], prefix: str, labels: list[str]
     ) -> list[dict[str, float] | JudgeCallError]:
         async def call(chat: Chat) -> dict[str, float]:
+            messages = await _wire(chat)
             body: dict[str, Any] = {
                 "model": self.options.model,
-                "messages": chat,
+                "messages": messages,
                 "temperature": 0.0,
                 "max_tokens": min(4, max(len(label) for label in labels)),
                 "logprobs": True,
@@ -159,7 +162,7 @@ class OpenAIBackend(JudgeBackend):
                 "seed": self.options.sampling.seed,
             }
             if prefix:
-                body["messages"] = [*chat, {"role": "assistant", "content": prefix}]
+                body["messages"] = [*messages, {"role": "assistant", "content": prefix}]
                 body["continue_final_message"] = True
                 body["add_generation_prompt"] = False
             data = await self._post(body)
@@ -178,7 +181,7 @@ class OpenAIBackend(JudgeBackend):
         async def call(chat: Chat) -> list[str]:
             body = {
                 "model": self.options.model,
-                "messages": chat,
+                "messages": await _wire(chat),
                 "n": n,
                 "max_tokens": sampling.max_new_tokens,
                 "temperature": sampling.temperature,
@@ -189,6 +192,17 @@ class OpenAIBackend(JudgeBackend):
             return [str(c["message"]["content"] or "") for c in data["choices"]]
 
         return await self._each(chats, call)
+
+
+async def _wire(chat: Chat) -> list[dict[str, Any]]:
+    """The chat as sent: image parts as OpenAI ``image_url`` parts with ``data:`` URLs
+    (encoded off the event loop), passed through to the server as content parts."""
+    if all(isinstance(m["content"], str) for m in chat):
+        return chat
+    try:
+        return await asyncio.to_thread(openai_content, chat)
+    except ImageDecodeError as exc:
+        raise JudgeCallError(str(exc), INVALID_IMAGE) from None
 
 
 def _retry_after(response: httpx.Response, default: float, cap: float) -> float:

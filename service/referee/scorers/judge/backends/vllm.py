@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from referee.media import INVALID_IMAGE, ImageDecodeError
 from referee.scorers.base import canonical_json
 from referee.scorers.judge.backends import (
     JudgeBackend,
@@ -42,6 +43,7 @@ from referee.scorers.judge.options import JudgeOptions, SamplingOptions
 from referee.scorers.judge.templates import Chat
 from referee.scorers.models._hf import ModelSource, resolve_device_dtype
 from referee.scorers.models._model import ItemRejected, Seq
+from referee.scorers.models._vision import ImageLike, as_pil
 
 __all__ = ["VLLMBackend", "engine_args"]
 
@@ -147,6 +149,17 @@ def _reads(contexts: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], int |
     return reads
 
 
+# A prompt for the engine: its token ids (one placeholder per image) and its images.
+_Prompt = tuple[list[int], list[ImageLike]]
+
+
+def _tokens_prompt(make: Any, ids: list[int], images: list[ImageLike]) -> Any:
+    """vLLM's TokensPrompt, with the images as multi-modal data when there are any."""
+    if not images:
+        return make(prompt_token_ids=ids)
+    return make(prompt_token_ids=ids, multi_modal_data={"image": [as_pil(i) for i in images]})
+
+
 async def _started(args: dict[str, Any]) -> Any:
     """A new engine, started in a thread (loading blocks for as long as the weights
     take). Cancelled meanwhile (the server stopping), the engine is shut down once up."""
@@ -243,8 +256,9 @@ class VLLMBackend(JudgeBackend):
         return out
 
     # -- requests ------------------------------------------------------------------------
-    async def _request(self, ids: list[int], params: Any) -> Any:
-        """One engine request to its final output; its failures as JudgeCallError."""
+    async def _request(self, ids: list[int], params: Any, images: list[ImageLike]) -> Any:
+        """One engine request to its final output; its failures as JudgeCallError. Images go
+        as multi-modal data; the engine expands their placeholder tokens in ``ids``."""
         from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -253,7 +267,7 @@ class VLLMBackend(JudgeBackend):
         final = None
         try:
             async for output in self._engine.generate(
-                TokensPrompt(prompt_token_ids=ids), params, f"referee-{uuid.uuid4().hex}"
+                _tokens_prompt(TokensPrompt, ids, images), params, f"referee-{uuid.uuid4().hex}"
             ):
                 final = output
         except EngineDeadError as exc:
@@ -272,11 +286,11 @@ class VLLMBackend(JudgeBackend):
         return final
 
     async def _each(
-        self, prompts: list[list[int] | JudgeCallError], call: Callable[[list[int]], Awaitable[T]]
+        self, prompts: list[_Prompt | JudgeCallError], call: Callable[[_Prompt], Awaitable[T]]
     ) -> list[T | JudgeCallError]:
         """``call`` on each prepared prompt, each failure confined to its item."""
 
-        async def one(prompt: list[int] | JudgeCallError) -> T | JudgeCallError:
+        async def one(prompt: _Prompt | JudgeCallError) -> T | JudgeCallError:
             if isinstance(prompt, JudgeCallError):
                 return prompt
             try:
@@ -291,21 +305,33 @@ class VLLMBackend(JudgeBackend):
 
     async def _prompts(
         self, chats: list[Chat], prefix: str, reserve: list[int]
-    ) -> list[list[int] | JudgeCallError]:
+    ) -> list[_Prompt | JudgeCallError]:
         """Each chat's prompt tokens, fitted to max_length with room for ``reserve`` (label
-        tokens appended after it; left truncation never cuts into it). Off the event loop,
-        one tokenizing thread at a time (a fast tokenizer is not thread-safe)."""
+        tokens appended after it; left truncation never cuts into it), and its images (a
+        prompt with images is never cut; vLLM refuses one whose expanded images overflow
+        its context). Off the event loop, one tokenizing thread at a time (a fast tokenizer
+        is not thread-safe)."""
 
-        def build() -> list[list[int] | JudgeCallError]:
-            out: list[list[int] | JudgeCallError] = []
+        def build() -> list[_Prompt | JudgeCallError]:
+            out: list[_Prompt | JudgeCallError] = []
             with self.lm._tokenizing:
                 for chat in chats:
                     try:
-                        ids = self.lm.prompt_ids(chat, prefix) + reserve
+                        ids, images = self.lm.engine_prompt(chat, prefix)
+                        images = [as_pil(image) for image in images]  # decoded here, once
+                        ids += reserve
+                        if images and len(ids) > self.lm.model.max_length:
+                            raise ItemRejected(
+                                f"the judge prompt is {len(ids)} tokens before its images; "
+                                f"this judge takes at most {self.lm.model.max_length} and a "
+                                "prompt with images is never cut", "input_too_long",
+                            )  # fmt: skip
                         fitted, _ = self.lm.fit(Seq(ids), "the judge prompt")
-                        out.append(fitted.ids[: len(fitted.ids) - len(reserve)])
+                        out.append((fitted.ids[: len(fitted.ids) - len(reserve)], images))
                     except ItemRejected as exc:
                         out.append(JudgeCallError(str(exc), exc.error_type))
+                    except ImageDecodeError as exc:
+                        out.append(JudgeCallError(str(exc), INVALID_IMAGE))
                     except Exception as exc:  # a chat template that fails on this item
                         out.append(JudgeCallError(f"the judge prompt: {exc}", "invalid_input"))
             return out
@@ -353,9 +379,10 @@ class VLLMBackend(JudgeBackend):
             )  # fmt: skip
 
         async def read(
-            head: list[int], context: tuple[int, ...], forced: int | None
+            head: _Prompt, context: tuple[int, ...], forced: int | None
         ) -> list[tuple[tuple[int, ...], dict[int, float]]]:
-            out = (await self._request(head + list(context), params(forced))).outputs[0]
+            ids, images = head
+            out = (await self._request(ids + list(context), params(forced), images)).outputs[0]
             steps = [context] if forced is None else [context, (*context, forced)]
             if forced is not None and list(out.token_ids[:1]) != [forced]:
                 raise JudgeCallError("vLLM did not follow the verdict token it was given")
@@ -369,7 +396,7 @@ class VLLMBackend(JudgeBackend):
                 for step, got in zip(steps, logprobs, strict=False)
             ]
 
-        async def call(head: list[int]) -> dict[str, float]:
+        async def call(head: _Prompt) -> dict[str, float]:
             by_context: dict[tuple[int, ...], dict[int, float]] = {}
             for found in await asyncio.gather(*(read(head, c, f) for c, f in reads)):
                 by_context.update(found)
@@ -397,8 +424,8 @@ class VLLMBackend(JudgeBackend):
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
-        async def call(prompt: list[int]) -> list[str]:
-            final = await self._request(prompt, params)
+        async def call(prompt: _Prompt) -> list[str]:
+            final = await self._request(prompt[0], params, prompt[1])
             texts = [str(o.text) for o in sorted(final.outputs, key=lambda o: o.index)]
             return texts * n if greedy else texts
 
