@@ -67,6 +67,12 @@ class PoolingVLLMOptions(ScorerOptions):
     gpu_memory_utilization: float | None = Field(
         default=None, gt=0, le=1, description="Unset: vLLM's default (0.92 of the device)."
     )
+    kv_cache_memory_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="A fixed cache size instead of gpu_memory_utilization (the way on a CPU, "
+        "where the fraction is of the machine's memory).",
+    )
     enforce_eager: bool = Field(
         default=False, description="No CUDA graphs / compilation: starts faster, runs slower."
     )
