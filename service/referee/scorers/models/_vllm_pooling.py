@@ -88,7 +88,7 @@ class VLLMPoolingRunner(PoolingRunner):
 
     def __init__(self, name: str, options: PoolingBackendOptions, task: Task) -> None:
         super().__init__(name, options, task)
-        self.args = pooling_engine_args(options, task)
+        self.args: dict[str, Any] = {}  # at setup: resolving dtype "auto" imports torch
         self._engine: Any = None
         self._dead: str | None = None
 
@@ -103,6 +103,7 @@ class VLLMPoolingRunner(PoolingRunner):
         return {"vllm": versions}
 
     async def setup(self) -> int | None:
+        self.args = pooling_engine_args(self.options, self.task)
         log.info("scorer %s: starting a vLLM pooling engine for %s", self.name, self.args["model"])
         start = asyncio.ensure_future(asyncio.to_thread(_start, self.args))
         try:
