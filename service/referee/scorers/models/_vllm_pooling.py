@@ -129,7 +129,12 @@ class VLLMPoolingRunner(PoolingRunner):
         if self._engine is None:
             return
         engine, self._engine = self._engine, None
-        engine.shutdown()  # on the loop: its output task is cancelled before it sees the exit
+        # Its output task first, on the loop (it would log the engine process's exit as a
+        # failure); then the engine in a thread, so that several engines stop at once.
+        handler = getattr(engine, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
+        await asyncio.to_thread(engine.shutdown)
         del engine
         gc.collect()
 
