@@ -49,7 +49,7 @@ class _Refused(Exception):
 
 
 class RemotePoolingRunner(PoolingRunner):
-    libraries = ("httpx",)
+    libraries = ()  # httpx moves bytes; the numbers are the server's (served_model)
 
     def __init__(self, name: str, options: PoolingBackendOptions, task: Task) -> None:
         super().__init__(name, options, task)
