@@ -45,7 +45,7 @@ PY="$VENV/bin/python"
 DRIVER="$PY"; [ "$DEVICE" = cpu ] && DRIVER="${REFEREE_PYTHON:-.venv/bin/python}"
 DTYPE=bfloat16; [ "$DEVICE" = cpu ] && DTYPE=float32
 if [ "$QUICK" = 1 ]; then
-    MB=(--items 96 --clients 4 --per-request 16); JV=(--items 8 --parse-items 4)
+    MB=(--items 96 --clients 4 --per-request 16 --rounds 1); JV=(--items 8 --parse-items 4)
     JT=(--items 8 --parse-items 4); MT=(--items 200)
 else
     MB=(--items 4000 --clients 16 --per-request 64); JV=(--items 512 --parse-items 128)

@@ -13,8 +13,9 @@ serve` over HTTP, and vLLM's own pooling server on the same model and items:
 Model: all-MiniLM-L6-v2 under a fresh 1-logit head (tests/models.py), or `--model DIR`.
 Items: those of benchmarks/model_throughput.py (length-skewed), read as one text
 (`input: text`, "{prompt} {response}": vLLM's API takes no token types, so every side
-reads the same tokens), max_length 512, cache off. Each side starts alone, is warmed
-up, then measured; rewards are compared across sides (max |difference|).
+reads the same tokens), max_length 512, cache off. Every side is started, warmed up,
+then measured in `--rounds` interleaved rounds (the median round is kept, all are
+listed); rewards are compared across sides (max |difference|).
 Writes benchmarks/results/model_backends.json (or --out).
 """
 
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -170,12 +171,6 @@ async def drive(url: str, items: list[dict[str, str]], args: argparse.Namespace,
     return stats, rewards
 
 
-def measure(url: str, items: list[dict[str, str]], args: argparse.Namespace,
-            direct: str | None = None) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
-    asyncio.run(drive(url, items[: args.per_request * 2], args, direct))  # warm-up
-    return asyncio.run(drive(url, items, args, direct))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1000)
@@ -186,6 +181,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--model", type=Path, help="a sequence-classification model directory")
     parser.add_argument("--sides", default="transformers,vllm,remote,vllm-server")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median kept)")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "model_backends.json"
     )
@@ -208,30 +204,47 @@ def main() -> None:
     def record(side: str, stats: dict[str, float], got: dict[str, float], start_s: float) -> None:
         result[side] = {**stats, "start_s": start_s}
         rewards[side] = got
-        print(side, json.dumps(result[side]), flush=True)
 
     def config(backend: str, url: str = "") -> dict[str, Any]:
         return {"scorers": {"rm": {"kind": "classifier",
                                    "options": scorer_options(model, backend, args, url)}},
                 "pipelines": {"rm": {"reward": "rm"}}, "cache": {"backend": "none"}}  # fmt: skip
 
-    if "transformers" in sides:
-        url, server = referee(sys.executable, config("transformers"), tmp, "transformers")
-        with server as start_s:
-            record("transformers", *measure(url, items, args), start_s)
-    if "vllm" in sides:
-        url, server = referee(args.vllm_python, config("vllm"), tmp, "vllm")
-        with server as start_s:
-            record("vllm", *measure(url, items, args), start_s)
-    if "remote" in sides or "vllm-server" in sides:
-        vurl, vserver = vllm_serve(args.vllm_python, model, args)
-        with vserver as vstart_s:
+    # Every side up at once, then measured in interleaved rounds: on a shared machine the
+    # load drifts, and each round sees all sides under about the same load.
+    urls: dict[str, tuple[str, str | None]] = {}
+    starts: dict[str, float] = {}
+    with ExitStack() as stack:
+        if "transformers" in sides:
+            url, server = referee(sys.executable, config("transformers"), tmp, "transformers")
+            starts["transformers"] = stack.enter_context(server)
+            urls["transformers"] = (url, None)
+        if "vllm" in sides:
+            url, server = referee(args.vllm_python, config("vllm"), tmp, "vllm")
+            starts["vllm"] = stack.enter_context(server)
+            urls["vllm"] = (url, None)
+        if "remote" in sides or "vllm-server" in sides:
+            vurl, vserver = vllm_serve(args.vllm_python, model, args)
+            starts["vllm-server"] = stack.enter_context(vserver)
             if "vllm-server" in sides:
-                record("vllm-server", *measure(vurl, items, args, direct=str(model)), vstart_s)
+                urls["vllm-server"] = (vurl, str(model))
             if "remote" in sides:
                 url, server = referee(sys.executable, config("remote", vurl), tmp, "remote")
-                with server as start_s:
-                    record("remote", *measure(url, items, args), start_s)
+                starts["remote"] = stack.enter_context(server)
+                urls["remote"] = (url, None)
+        runs: dict[str, list[dict[str, float]]] = {side: [] for side in urls}
+        for url, direct in urls.values():  # warm-up
+            asyncio.run(drive(url, items[: args.per_request * 2], args, direct))
+        for r in range(args.rounds):
+            for side, (url, direct) in urls.items():
+                stats, got = asyncio.run(drive(url, items, args, direct))
+                runs[side].append(stats)
+                rewards[side] = got
+                print(f"round {r + 1}", side, json.dumps(stats), flush=True)
+    for side, stats in runs.items():
+        best = sorted(stats, key=lambda x: x["items_per_s"])[len(stats) // 2]  # the median
+        record(side, best, rewards[side], starts.get(side, 0.0))
+        result[side]["rounds_items_per_s"] = [x["items_per_s"] for x in stats]
 
     base = "transformers" if "transformers" in rewards else next(iter(rewards))
     for side in rewards:
