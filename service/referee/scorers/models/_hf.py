@@ -35,6 +35,7 @@ __all__ = [
     "ModelSource",
     "load_model",
     "load_tokenizer",
+    "load_tokenizer_only",
     "load_vision_processor",
     "resolve_device_dtype",
 ]
@@ -312,3 +313,39 @@ def _model_limit(tokenizer: Any, model: Any) -> int:
     ]
     usable = [int(x) for x in limits if isinstance(x, int) and 0 < x < 10_000_000]
     return min(usable) if usable else 2048
+
+
+def load_tokenizer_only(options: ModelOptions, served_limit: int | None) -> LoadedModel:
+    """For a backend that runs the model elsewhere (vLLM, a pooling server): the tokenizer,
+    and the input limit the transformers backend would use (the model's config, when it
+    can be read here), within what the engine or server takes (``served_limit``)."""
+    import torch
+    import transformers
+
+    tokenizer = load_tokenizer(options)
+    own = options.max_length
+    if own is None:
+        config = None
+        source = ModelSource.parse(options.model)
+        if source.gguf_file is None:
+            try:
+                config = transformers.AutoConfig.from_pretrained(
+                    source.ref, revision=options.revision,
+                    trust_remote_code=options.trust_remote_code,
+                )  # fmt: skip
+            except (OSError, ValueError):  # a model the server has and this machine has not
+                config = None
+        own = _model_limit(tokenizer, _WithConfig(config))
+    limit = min(own, served_limit) if served_limit else own
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return LoadedModel(
+        tokenizer=tokenizer, model=None, device=torch.device("cpu"), dtype=torch.float32,
+        padding_side="right", pad_id=int(pad), max_length=limit,
+    )  # fmt: skip
+
+
+@dataclass
+class _WithConfig:
+    config: Any

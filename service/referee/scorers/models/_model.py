@@ -83,6 +83,8 @@ class Seq:
     # A vision-language model's image tensors for this sequence (pixel_values...), from
     # its processor; the ids hold the images' placeholder tokens.
     vision: dict[str, torch.Tensor] | None = None
+    # The text (or text pair) behind the ids, for a pooling server that tokenizes itself
+    text: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -374,6 +376,7 @@ class ModelScorer(Scorer):
             [seq.ids[i] for i in kept],
             [seq.type_ids[i] for i in kept] if seq.type_ids else None,
             span,
+            seq.text,
         )
         return fitted, f"truncated ({mode}): kept {limit} of {n} tokens"
 
@@ -421,8 +424,7 @@ class ModelScorer(Scorer):
             if deadline_passed():
                 return [r if r is not None else past_deadline_result() for r in results]
             encoded: list[Encoded] = [prepared[i].payload for i in todo]  # type: ignore[misc]
-            loop = asyncio.get_running_loop()
-            scored = await loop.run_in_executor(self._executor, self._run, encoded)
+            scored = await self.score_encoded(encoded)
             for i, enc, result in zip(todo, encoded, scored, strict=True):
                 note = enc.truncated
                 if note is not None and result.error is None:
@@ -430,6 +432,11 @@ class ModelScorer(Scorer):
                     result.reason = f"{result.reason}; {note}" if result.reason else note
                 results[i] = result
         return [r for r in results if r is not None]
+
+    async def score_encoded(self, encoded: list[Encoded]) -> list[ScoreResult]:
+        """One result per encoded item: a forward pass on the model's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, encoded)
 
     def _run(self, encoded: list[Encoded]) -> list[ScoreResult]:
         import torch

@@ -15,13 +15,15 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from referee.scorers.base import ScoreInput, ScoreResult
+from referee.scorers.models._backends import Output, PoolingBackendOptions
 from referee.scorers.models._hf import ModelOptions
-from referee.scorers.models._model import TEXT_ONLY, Encoded, ItemRejected, ModelScorer, Seq
+from referee.scorers.models._model import TEXT_ONLY, Encoded, ItemRejected, Seq
+from referee.scorers.models._pooled import PooledScorer
 
 __all__ = ["ClassifierScorer"]
 
 
-class ClassifierOptions(ModelOptions):
+class ClassifierOptions(PoolingBackendOptions):
     input: Literal["auto", "chat", "pair", "text"] = Field(
         default="auto",
         description="chat: the conversation through the chat template; pair: (prompt, "
@@ -62,13 +64,28 @@ class ClassifierOptions(ModelOptions):
         return self
 
 
-class ClassifierScorer(ModelScorer):
+class ClassifierScorer(PooledScorer):
     kind = "classifier"
     Options: ClassVar[type[ModelOptions]] = ClassifierOptions
     options: ClassifierOptions
     auto_class = "AutoModelForSequenceClassification"
     # a vision-language reward model reads the images too
     reads = ("prompt", "response", "messages", "prompt_images", "response_images")
+
+    pooling_task = "classify"
+
+    def check_backend(self) -> None:
+        o = self.options
+        if o.auto_class != "AutoModelForSequenceClassification":
+            raise ValueError(
+                f"auto_class {o.auto_class}: remote-code reward models run on backend "
+                "transformers only"
+            )
+        if o.remote is not None and o.backend == "remote" and o.remote.api == "tei":
+            if o.append_token_id is not None:
+                raise ValueError("append_token_id: TEI tokenizes texts itself; use api: vllm")
+            if o.truncation == "left":
+                raise ValueError("truncation left: TEI cuts inputs on the right only")
 
     def model_class(self) -> str:
         return self.options.auto_class
@@ -93,13 +110,14 @@ class ClassifierScorer(ModelScorer):
         elif mode == "chat":
             if self.has_images(item):
                 raise ItemRejected(TEXT_ONLY)
-            seq = Seq(self.tokens(self.render(self.conversation(item)), special))
+            text = self.render(self.conversation(item))
+            seq = Seq(self.tokens(text, special), text=[text])
         elif mode == "pair":
             enc = self.model.tokenizer(item.prompt, item.response)
-            seq = Seq(list(enc["input_ids"]), _type_ids(enc))
+            seq = Seq(list(enc["input_ids"]), _type_ids(enc), text=[item.prompt, item.response])
         else:
             text = self.options.text_template.format(prompt=item.prompt, response=item.response)
-            seq = Seq(self.tokens(text, special))
+            seq = Seq(self.tokens(text, special), text=[text])
         if self.options.append_token_id is not None:
             seq.ids.append(self.options.append_token_id)
             if seq.type_ids is not None:
@@ -123,14 +141,26 @@ class ClassifierScorer(ModelScorer):
             results.append(ScoreResult(float(values[row].reshape(-1)[0]), aspects=aspects))
         return results
 
-    def after_load(self, loaded: object) -> None:
-        width = int(getattr(self.model.model.config, "num_labels", 1))
+    def from_outputs(self, encoded: Encoded, outputs: list[Output]) -> ScoreResult:
+        logits: list[float] = outputs[0]  # type: ignore[assignment]
+        aspects = {name: float(logits[i]) for name, i in (self.options.aspects or {}).items()}
+        return ScoreResult(float(logits[self.options.index]), aspects=aspects)
+
+    def check_output(self, output: Output) -> None:
+        self._check_width(len(output))
+
+    def _check_width(self, width: int) -> None:
         wanted = [self.options.index, *(self.options.aspects or {}).values()]
-        if max(wanted) >= width and not getattr(self.model.model.config, "auto_map", None):
+        if max(wanted) >= width:
             raise ValueError(
                 f"scorer {self.name!r}: the model has {width} logit(s); index/aspects ask "
                 f"for index {max(wanted)}"
             )
+
+    def after_load(self, loaded: object) -> None:
+        model = self.model.model
+        if model is not None and not getattr(model.config, "auto_map", None):
+            self._check_width(int(getattr(model.config, "num_labels", 1)))
         if self.input_mode() == "chat":
             self.render([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
         if self.is_vision and self.input_mode() != "chat":

@@ -19,13 +19,15 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from referee.scorers.base import ScoreInput, ScoreResult
+from referee.scorers.models._backends import Output, PoolingBackendOptions
 from referee.scorers.models._hf import LoadedModel, ModelOptions
-from referee.scorers.models._model import Encoded, ItemRejected, ModelScorer, Seq
+from referee.scorers.models._model import Encoded, ItemRejected, Seq
+from referee.scorers.models._pooled import PooledScorer
 
 __all__ = ["ProcessRewardScorer"]
 
 
-class PRMOptions(ModelOptions):
+class PRMOptions(PoolingBackendOptions):
     separator: str = Field(default="\n\n", min_length=1, description="Splits steps.")
     step_token: str = Field(default="<extra_0>", min_length=1)
     """Token inserted after each step; the model's score is read at each one."""
@@ -44,12 +46,25 @@ class PRMOptions(ModelOptions):
     """transformers class to load with; AutoModel for remote-code PRMs (Qwen2.5-Math-PRM)."""
 
 
-class ProcessRewardScorer(ModelScorer):
+class ProcessRewardScorer(PooledScorer):
     kind = "prm"
     Options: ClassVar[type[ModelOptions]] = PRMOptions
     options: PRMOptions
+    pooling_task = "token_classify"
 
-    def __init__(self, name: str, options: ModelOptions) -> None:
+    def check_backend(self) -> None:
+        o = self.options
+        if o.auto_class != "AutoModelForTokenClassification":
+            raise ValueError(
+                f"auto_class {o.auto_class}: remote-code PRMs run on backend transformers only"
+            )
+        if o.backend == "remote" and o.remote is not None and o.remote.api == "tei":
+            raise ValueError(
+                "backend remote with api tei: TEI serves no token classification; "
+                "use api: vllm (`vllm serve MODEL --runner pooling`)"
+            )
+
+    def __init__(self, name: str, options: PoolingBackendOptions) -> None:
         super().__init__(name, options)
         self.step_id = -1
 
@@ -116,6 +131,36 @@ class ProcessRewardScorer(ModelScorer):
             steps = [float(p) for p in probs[row, cols]]
             results.append(ScoreResult(_aggregate(steps, self.options.aggregate), steps=steps))
         return results
+
+    def check_output(self, output: Output) -> None:
+        width = len(output[0]) if output and isinstance(output[0], list) else 0
+        if width <= self.options.positive_label and width != 1:
+            raise ValueError(
+                f"scorer {self.name!r}: the model has {width} label(s) per token; "
+                f"positive_label is {self.options.positive_label}"
+            )
+
+    def from_outputs(self, encoded: Encoded, outputs: list[Output]) -> ScoreResult:
+        rows: list[list[float]] = outputs[0]  # type: ignore[assignment]
+        seq = encoded.seqs[0]
+        if len(rows) != len(seq.ids):
+            raise ValueError(f"{len(rows)} rows of logits for {len(seq.ids)} tokens")
+        steps = [
+            _probability(rows[i], self.options.positive_label)
+            for i, token in enumerate(seq.ids)
+            if token == self.step_id
+        ]
+        return ScoreResult(_aggregate(steps, self.options.aggregate), steps=steps)
+
+
+def _probability(logits: list[float], label: int) -> float:
+    """The label's probability: softmax over the labels, sigmoid for a single output (as
+    the transformers backend computes it, in float64 here)."""
+    if len(logits) == 1:
+        return 1.0 / (1.0 + math.exp(-logits[0]))
+    top = max(logits)
+    exps = [math.exp(x - top) for x in logits]
+    return exps[label] / sum(exps)
 
 
 def _aggregate(steps: list[float], how: str) -> float:

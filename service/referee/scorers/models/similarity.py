@@ -19,14 +19,16 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from referee.scorers.base import Prepared, ScoreInput, ScoreResult
+from referee.scorers.models._backends import Output, PoolingBackendOptions
 from referee.scorers.models._hf import LoadedModel, ModelOptions, ModelSource
 from referee.scorers.models._lexical import lexical_similarity
-from referee.scorers.models._model import Encoded, ItemRejected, ModelScorer, Seq
+from referee.scorers.models._model import Encoded, ItemRejected, Seq
+from referee.scorers.models._pooled import PooledScorer
 
 __all__ = ["SimilarityScorer"]
 
 
-class SimilarityOptions(ModelOptions):
+class SimilarityOptions(PoolingBackendOptions):
     model: str = Field(
         default="sentence-transformers/all-MiniLM-L6-v2",
         min_length=1,
@@ -43,10 +45,18 @@ class SimilarityOptions(ModelOptions):
     )
 
 
-class SimilarityScorer(ModelScorer):
+class SimilarityScorer(PooledScorer):
     kind = "similarity"
     Options: ClassVar[type[ModelOptions]] = SimilarityOptions
     options: SimilarityOptions
+    pooling_task = "embed"
+
+    def check_backend(self) -> None:
+        if self.lexical:
+            raise ValueError(
+                f"backend {self.options.backend}: lexical metrics load no model; "
+                "a backend applies to metric cosine only"
+            )
 
     @property
     def lexical(self) -> bool:
@@ -62,7 +72,7 @@ class SimilarityScorer(ModelScorer):
 
     @property
     def libraries(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("sacrebleu",) if self.lexical else ("torch", "transformers")
+        return ("sacrebleu",) if self.lexical else super().libraries
 
     async def setup(self) -> None:
         if not self.lexical:
@@ -131,7 +141,7 @@ class SimilarityScorer(ModelScorer):
             ("reference" if self.options.against == "reference" else "a peer response", t)
             for t in self.others(item)
         ]:
-            seq, note = self.fit(Seq(self.tokens(text)), what)
+            seq, note = self.fit(Seq(self.tokens(text), text=[text]), what)
             seqs.append(seq)
             if note:
                 notes.append(f"{what}: {note}")
@@ -156,3 +166,9 @@ class SimilarityScorer(ModelScorer):
             sims = vectors[rows[1:]] @ vectors[rows[0]]
             results.append(ScoreResult(float(sims.mean())))
         return results
+
+    def from_outputs(self, encoded: Encoded, outputs: list[Output]) -> ScoreResult:
+        vectors: list[list[float]] = outputs  # type: ignore[assignment]
+        first = vectors[0]
+        sims = [sum(a * b for a, b in zip(first, v, strict=True)) for v in vectors[1:]]
+        return ScoreResult(float(sum(sims) / len(sims)))
