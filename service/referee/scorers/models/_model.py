@@ -376,7 +376,7 @@ class ModelScorer(Scorer):
             [seq.ids[i] for i in kept],
             [seq.type_ids[i] for i in kept] if seq.type_ids else None,
             span,
-            seq.text,
+            text=seq.text,
         )
         return fitted, f"truncated ({mode}): kept {limit} of {n} tokens"
 
