@@ -1,6 +1,6 @@
-"""Dynamic batching per scorer: collect items across concurrent requests into batches
-bounded by count and padded tokens, with a bounded queue that refuses work (429) instead
-of growing without limit.
+"""Continuous batching per scorer: a batch is formed when the scorer has a free slot to
+run it, from the items of every request queued by then, bounded by count and padded
+tokens, with a bounded queue that refuses work (429) instead of growing without limit.
 
 Contract enforced here: a batch yields exactly one result per item. A scorer that returns
 the wrong number fails the batch loudly; a batch that raises is retried item by item so
@@ -213,22 +213,19 @@ class DynamicBatcher:
         return batch
 
     async def _loop(self) -> None:
+        """Continuous batching: the next batch is formed when a slot is free to run it,
+        from everything queued by then (up to the count and token budget), so items that
+        arrive while batches run wait for the next free slot and fill it, however small
+        the requests that brought them. An idle scorer starts at once; ``max_wait_ms`` > 0
+        makes only an idle one linger for company."""
+        linger_s = self.settings.max_wait_ms / 1000
         while True:
             if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._slots.acquire()
-            # Give concurrent requests a moment to join this batch.
-            wait_s = self.settings.max_wait_ms / 1000
-            if wait_s > 0 and len(self._queue) < self.settings.max_batch_size:
-                deadline = time.perf_counter() + wait_s
-                while len(self._queue) < self.settings.max_batch_size:
-                    remaining = deadline - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    self._wakeup.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):  # 3.10: not builtin
-                        await asyncio.wait_for(self._wakeup.wait(), remaining)
+            if linger_s > 0 and not self._running:
+                await self._linger(linger_s)
             batch = self._take_batch()
             if not batch:
                 self._slots.release()
@@ -236,6 +233,17 @@ class DynamicBatcher:
             task = asyncio.create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    async def _linger(self, wait_s: float) -> None:
+        """Wait up to ``wait_s`` for a full batch (only when nothing is running)."""
+        deadline = time.perf_counter() + wait_s
+        while len(self._queue) < self.settings.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):  # 3.10: not builtin
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
 
     async def _run(self, batch: list[Pending]) -> None:
         # This task's own context: scorers read the batch deadline between items.

@@ -212,3 +212,56 @@ async def test_length_order_answers_expired_items_without_scoring_them() -> None
     assert [r.error_type for r in results[:3]] == ["timeout"] * 3
     assert [r.value for r in results[3:]] == [5.0, 5.0]
     assert scorer.batches == [["y" * 5] * 2]  # the expired items never reached the scorer
+
+
+async def test_continuous_batching_fills_the_next_batch_with_everything_queued_meanwhile() -> None:
+    """Small submissions (stream messages of 8) that arrive while a batch runs wait for
+    the next free slot and go into it together: one batch, not one per submission."""
+    scorer = Recorder(delay=0.05)
+    batcher = DynamicBatcher(
+        scorer, BatchingSettings(max_batch_size=256, max_concurrent_batches=1), Metrics()
+    )
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    try:
+        first = [loop.create_future()]
+        batcher.submit([(item("first"), first[0])])
+        for _ in range(5):  # an idle scorer starts at once: no timer to wait out
+            await asyncio.sleep(0)
+        assert scorer.batches == [["first"]]
+        later: list[asyncio.Future[ScoreResult]] = []
+        for m in range(20):  # 20 messages of 8 items while the first batch runs
+            futures = [loop.create_future() for _ in range(8)]
+            batcher.submit([(item(f"m{m}", k), f) for k, f in enumerate(futures)])
+            later.extend(futures)
+            await asyncio.sleep(0.001)
+        results = await asyncio.gather(*first, *later)
+        assert [r.value for r in results] == [5.0] + [float(len(f"m{m}")) for m in range(20)
+                                                       for _ in range(8)]  # fmt: skip
+        assert [len(b) for b in scorer.batches] == [1, 160]
+    finally:
+        await batcher.stop()
+
+
+async def test_linger_applies_only_to_an_idle_scorer() -> None:
+    """max_wait_ms > 0: an idle scorer waits for company; a busy one never adds a timer
+    to the batch it forms when a slot frees."""
+    scorer = Recorder(delay=0.05)
+    batcher = DynamicBatcher(scorer, BatchingSettings(max_wait_ms=30, max_concurrent_batches=2),
+                             Metrics())  # fmt: skip
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    try:
+        a, b = loop.create_future(), loop.create_future()
+        batcher.submit([(item("a"), a)])
+        await asyncio.sleep(0.005)
+        batcher.submit([(item("b", 1), b)])  # within the idle linger: same batch
+        await asyncio.sleep(0.04)  # the first batch is running now
+        c = loop.create_future()
+        batcher.submit([(item("c", 2), c)])  # a free slot while busy: starts without lingering
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert scorer.batches == [["a", "b"], ["c"]]
+        await asyncio.gather(a, b, c)
+    finally:
+        await batcher.stop()
