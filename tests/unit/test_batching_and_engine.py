@@ -265,3 +265,28 @@ async def test_linger_applies_only_to_an_idle_scorer() -> None:
         await asyncio.gather(a, b, c)
     finally:
         await batcher.stop()
+
+
+def test_observe_many_renders_exactly_as_one_observe_per_value() -> None:
+    import random
+
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from referee.metrics import LATENCY_BUCKETS, observe_many
+
+    rng = random.Random(3)
+    values = [rng.choice([0.0, 0.001, 60.0, 61.0, -1.0]) if rng.random() < 0.2
+              else rng.expovariate(3) for _ in range(5000)]  # fmt: skip
+    one, many = CollectorRegistry(), CollectorRegistry()
+    h1 = Histogram("x", "x", ["a"], buckets=LATENCY_BUCKETS, registry=one).labels("q")
+    h2 = Histogram("x", "x", ["a"], buckets=LATENCY_BUCKETS, registry=many).labels("q")
+    for value in values:
+        h1.observe(value)
+    observe_many(h2, values)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return [x for x in lines if "_created" not in x and "_sum" not in x]
+
+    assert samples(one) == samples(many)
+    assert abs(h1._sum.get() - h2._sum.get()) < 1e-6
