@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # Length ordering looks at this many of the oldest waiting items (sorting is O(n log n)),
 # and grows a batch only while real tokens are at least this share of padded tokens.
 _LENGTH_WINDOW = 8192
-_MIN_PADDING_EFFICIENCY = 0.85
+_MIN_PADDING_EFFICIENCY = 0.9
 
 
 class Pending:

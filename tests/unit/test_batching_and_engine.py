@@ -179,6 +179,8 @@ async def test_length_order_packs_similar_lengths_and_never_starves_the_oldest()
     _, arrival_efficiency = await run("arrival")
     assert "x" * 900 in by_length.batches[0]
     assert all(max(map(len, b)) * len(b) <= 4000 for b in by_length.batches)
+    # every batch keeps real tokens at least 90% of padded ones (the padding floor)
+    assert all(sum(map(len, b)) >= 0.9 * max(map(len, b)) * len(b) for b in by_length.batches)
     assert efficiency >= 0.9 > arrival_efficiency
 
 
