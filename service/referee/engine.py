@@ -559,7 +559,7 @@ def with_peers(items: list[ScoreInput]) -> list[ScoreInput]:
     for members in groups.values():
         for i in members:
             peers = tuple(items[j].response for j in members if j != i)
-            out[i] = dataclasses.replace(items[i], peers=peers)
+            out[i] = dataclasses.replace(items[i], peers=peers, digests={})
     return out
 
 

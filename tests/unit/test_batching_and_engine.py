@@ -216,10 +216,25 @@ async def test_length_order_answers_expired_items_without_scoring_them() -> None
     assert scorer.batches == [["y" * 5] * 2]  # the expired items never reached the scorer
 
 
+class Gated(Recorder):
+    """A Recorder whose first batch runs until ``gate`` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def score_batch(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
+        if not self.batches:
+            self.batches.append([x.response for x in items])
+            await self.gate.wait()
+            return [ScoreResult(value=float(len(x.response))) for x in items]
+        return await super().score_batch(items)
+
+
 async def test_continuous_batching_fills_the_next_batch_with_everything_queued_meanwhile() -> None:
     """Small submissions (stream messages of 8) that arrive while a batch runs wait for
     the next free slot and go into it together: one batch, not one per submission."""
-    scorer = Recorder(delay=0.05)
+    scorer = Gated()
     batcher = DynamicBatcher(
         scorer, BatchingSettings(max_batch_size=256, max_concurrent_batches=1), Metrics()
     )
@@ -236,7 +251,8 @@ async def test_continuous_batching_fills_the_next_batch_with_everything_queued_m
             futures = [loop.create_future() for _ in range(8)]
             batcher.submit([(item(f"m{m}", k), f) for k, f in enumerate(futures)])
             later.extend(futures)
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0)
+        scorer.gate.set()
         results = await asyncio.gather(*first, *later)
         assert [r.value for r in results] == [5.0] + [float(len(f"m{m}")) for m in range(20)
                                                        for _ in range(8)]  # fmt: skip
@@ -246,24 +262,31 @@ async def test_continuous_batching_fills_the_next_batch_with_everything_queued_m
 
 
 async def test_linger_applies_only_to_an_idle_scorer() -> None:
-    """max_wait_ms > 0: an idle scorer waits for company; a busy one never adds a timer
-    to the batch it forms when a slot frees."""
-    scorer = Recorder(delay=0.05)
-    batcher = DynamicBatcher(scorer, BatchingSettings(max_wait_ms=30, max_concurrent_batches=2),
-                             Metrics())  # fmt: skip
+    """max_wait_ms > 0: an idle scorer waits for company (here until the batch is full);
+    a busy one never adds the linger to the batch it forms when a slot frees."""
+    scorer = Gated()
+    batcher = DynamicBatcher(
+        scorer,
+        BatchingSettings(max_wait_ms=10_000, max_batch_size=2, max_concurrent_batches=2),
+        Metrics(),
+    )
     batcher.start()
     loop = asyncio.get_running_loop()
     try:
-        a, b = loop.create_future(), loop.create_future()
+        a, b, c = loop.create_future(), loop.create_future(), loop.create_future()
         batcher.submit([(item("a"), a)])
-        await asyncio.sleep(0.005)
-        batcher.submit([(item("b", 1), b)])  # within the idle linger: same batch
-        await asyncio.sleep(0.04)  # the first batch is running now
-        c = loop.create_future()
-        batcher.submit([(item("c", 2), c)])  # a free slot while busy: starts without lingering
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert scorer.batches == []  # idle: lingering for a fuller batch
+        batcher.submit([(item("b", 1), b)])  # full: the linger ends
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert scorer.batches == [["a", "b"]]  # running, held by the gate
+        batcher.submit([(item("c", 2), c)])  # busy, a slot free: no linger
         for _ in range(5):
             await asyncio.sleep(0)
         assert scorer.batches == [["a", "b"], ["c"]]
+        scorer.gate.set()
         await asyncio.gather(a, b, c)
     finally:
         await batcher.stop()

@@ -87,6 +87,8 @@ class ScoreInput:
     # The responses of the other items of this item's group in the same request; filled
     # only for pipelines with a scorer that reads "peers" (group consistency).
     peers: tuple[str, ...] | None = None
+    # Each read field's digest, computed once per item for every scorer's cache key.
+    digests: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_item(cls, item: RewardItem) -> ScoreInput:
