@@ -2,13 +2,18 @@
 vs gRPC streaming, and the SDK's own overhead next to raw httpx POSTs of the same batches.
 
     .venv/bin/python benchmarks/sdk_transport.py [--batches 16] [--batch-size 256] [--concurrency 4]
+        [--pipelines default,cheap_rules] [--modes ...] [--rounds 1] [--pace-ms 50]
 
 Same items and config as rule_throughput.py (benchmarks/rules.yaml, cache off, every item
 distinct per pass). Batch modes send `batches` requests of `batch-size` items with
 `concurrency` in flight and report items/s and request p50/p99. The stream mode pushes
 the same items as 8-item messages (a GRPO group each) into one ScoreStream as fast as
-it can and reports items/s and per-item latency (send -> result) p50/p99.
-Writes benchmarks/results/sdk_transport.json.
+it can and reports items/s and per-item latency (send -> result) p50/p99. The paced
+stream mode sends one 8-item message every `--pace-ms` (rollouts finishing one group at
+a time, below capacity) and reports per-item latency: what a trainer waits for a group.
+`--rounds N` repeats the chosen `--modes` N times, alternating, and reports the gRPC
+stream / gRPC batch ratio of each round (median and range). Writes
+benchmarks/results/sdk_transport.json.
 """
 
 from __future__ import annotations
