@@ -220,7 +220,8 @@ def spread(values: list[float]) -> dict[str, float]:
 async def compare(pipeline: str, args: argparse.Namespace) -> dict[str, Any]:
     """`args.runs` script runs and HTTP runs, alternating, on the same batches."""
     batches = [make_items(args.batch_size, seed) for seed in range(args.batches)]
-    proc, url, _ = start_server(CONFIG)
+    env = {"REFEREE_SERVER__WORKERS": str(args.workers)} if args.workers > 1 else None
+    proc, url, _ = start_server(CONFIG, env)
     runs: list[dict[str, Any]] = []
     try:
         await over_http(url, [make_items(args.batch_size, 99999)], 1, pipeline)  # warm-up
@@ -251,6 +252,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3, help="alternating runs of each side")
+    parser.add_argument("--pipelines", default="default,cheap_rules")
+    parser.add_argument("--workers", type=int, default=1, help="gateway processes (server.workers)")
+    parser.add_argument("--skip-startup", action="store_true",
+                        help="skip the start-up and memory measurement of the default config")  # fmt: skip
     args = parser.parse_args()
     if args.runs < 3:
         parser.error("--runs: at least 3 (a ratio needs its spread)")
@@ -260,19 +265,23 @@ def main() -> None:
         "batches": args.batches,
         "concurrency": args.concurrency,
         "runs": args.runs,
+        "workers": args.workers,
+        "load_avg_before": os.getloadavg(),
     }
-    proc, _, startup_s = start_server(None)  # the embedded default config
-    try:
-        time.sleep(1.0)
-        result["serve_default_startup_to_ready_s"] = startup_s
-        result["serve_default_rss_mb_main"] = rss_mb(proc.pid)
-        result["serve_default_rss_mb_with_math_workers"] = rss_mb(proc.pid) + sum(
-            rss_mb(c) for c in children(proc.pid)
-        )
-    finally:
-        stop(proc)
-    for pipeline in ("default", "cheap_rules"):
+    if not args.skip_startup:
+        proc, _, startup_s = start_server(None)  # the embedded default config
+        try:
+            time.sleep(1.0)
+            result["serve_default_startup_to_ready_s"] = startup_s
+            result["serve_default_rss_mb_main"] = rss_mb(proc.pid)
+            result["serve_default_rss_mb_with_math_workers"] = rss_mb(proc.pid) + sum(
+                rss_mb(c) for c in children(proc.pid)
+            )
+        finally:
+            stop(proc)
+    for pipeline in args.pipelines.split(","):
         result[pipeline] = asyncio.run(compare(pipeline, args))
+    result["load_avg_after"] = os.getloadavg()
     out = HERE / "results" / "rule_throughput.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -2,13 +2,18 @@
 vs gRPC streaming, and the SDK's own overhead next to raw httpx POSTs of the same batches.
 
     .venv/bin/python benchmarks/sdk_transport.py [--batches 16] [--batch-size 256] [--concurrency 4]
+        [--pipelines default,cheap_rules] [--modes ...] [--rounds 1] [--pace-ms 50]
 
 Same items and config as rule_throughput.py (benchmarks/rules.yaml, cache off, every item
 distinct per pass). Batch modes send `batches` requests of `batch-size` items with
 `concurrency` in flight and report items/s and request p50/p99. The stream mode pushes
 the same items as 8-item messages (a GRPO group each) into one ScoreStream as fast as
-it can and reports items/s and per-item latency (send -> result) p50/p99.
-Writes benchmarks/results/sdk_transport.json.
+it can and reports items/s and per-item latency (send -> result) p50/p99. The paced
+stream mode sends one 8-item message every `--pace-ms` (rollouts finishing one group at
+a time, below capacity) and reports per-item latency: what a trainer waits for a group.
+`--rounds N` repeats the chosen `--modes` N times, alternating, and reports the gRPC
+stream / gRPC batch ratio of each round (median and range). Writes
+benchmarks/results/sdk_transport.json.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -96,7 +102,8 @@ def client_cpu(batch: list[dict[str, object]], reply: bytes, repeat: int = 20) -
     return {"raw_json_s": timed(raw), "sdk_http_s": timed(sdk_http), "sdk_grpc_s": timed(sdk_grpc)}
 
 
-async def sdk_stream(url: str, items: list[dict[str, object]], pipeline: str) -> dict[str, float]:
+async def sdk_stream(url: str, items: list[dict[str, object]], pipeline: str,
+                     pace_s: float = 0.0) -> dict[str, float]:  # fmt: skip
     sent: dict[str, float] = {}
     latencies: list[float] = []
     errors = 0
@@ -112,6 +119,8 @@ async def sdk_stream(url: str, items: list[dict[str, object]], pipeline: str) ->
                     for item in group:
                         sent[str(item["id"])] = now
                     await stream.send(group)
+                    if pace_s:  # one group at a time, as rollouts finish
+                        await asyncio.sleep(pace_s)
                 await stream.close_send()
 
             producer = asyncio.create_task(produce())
@@ -125,12 +134,26 @@ async def sdk_stream(url: str, items: list[dict[str, object]], pipeline: str) ->
             "item_p99_s": percentile(latencies, 0.99)}  # fmt: skip
 
 
+MODES = ("raw_httpx_batch", "sdk_http_batch", "sdk_grpc_batch", "sdk_grpc_stream",
+         "sdk_http_stream", "sdk_grpc_stream_paced")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--pipelines", default="default,cheap_rules")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"any of {', '.join(MODES)}")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the modes this many times, alternating; ratios per round")  # fmt: skip
+    parser.add_argument("--pace-ms", type=float, default=50.0,
+                        help="paced stream: one 8-item message every this many ms")  # fmt: skip
+    parser.add_argument("--paced-messages", type=int, default=64)
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    if unknown := set(modes) - set(MODES):
+        parser.error(f"unknown modes: {sorted(unknown)}")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         grpc_port = s.getsockname()[1]
@@ -139,48 +162,75 @@ def main() -> None:
     result: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "command": " ".join(["benchmarks/sdk_transport.py", *sys.argv[1:]]),
+        "load_avg_before": os.getloadavg(),
         "batch_size": args.batch_size, "batches": args.batches, "concurrency": args.concurrency,
         "pipelines": {},
     }  # fmt: skip
     n = args.batches * args.batch_size
     seed = 0
     try:
-        for pipeline in ("default", "cheap_rules"):
-            runs: dict[str, object] = {}
+        for pipeline in args.pipelines.split(","):
+            out: dict[str, object] = {}
 
-            def fresh() -> list[dict[str, object]]:
+            def fresh(count: int = n) -> list[dict[str, object]]:
                 nonlocal seed
                 seed += 1
-                return make_items(n, seed)
+                return make_items(count, seed)
 
             def split(items: list[dict[str, object]]) -> list[list[dict[str, object]]]:
-                return [items[i : i + args.batch_size] for i in range(0, n, args.batch_size)]
+                return [
+                    items[i : i + args.batch_size] for i in range(0, len(items), args.batch_size)
+                ]
 
             asyncio.run(over_http(url, split(fresh())[:2], 2, pipeline))  # warm both paths
             asyncio.run(sdk_batches(grpc_url, split(fresh())[:2], 2, pipeline))
-            runs["raw_httpx_batch"] = asyncio.run(
-                over_http(url, split(fresh()), args.concurrency, pipeline)
-            )
-            runs["sdk_http_batch"] = asyncio.run(
-                sdk_batches(url, split(fresh()), args.concurrency, pipeline)
-            )
-            runs["sdk_grpc_batch"] = asyncio.run(
-                sdk_batches(grpc_url, split(fresh()), args.concurrency, pipeline)
-            )
-            runs["sdk_grpc_stream"] = asyncio.run(sdk_stream(grpc_url, fresh(), pipeline))
-            runs["sdk_http_stream"] = asyncio.run(sdk_stream(url, fresh(), pipeline))
+            rounds: list[dict[str, object]] = []
+            for _ in range(args.rounds):
+                runs: dict[str, object] = {}
+                for mode in modes:
+                    if mode == "raw_httpx_batch":
+                        run = asyncio.run(
+                            over_http(url, split(fresh()), args.concurrency, pipeline)
+                        )
+                        del run["rewards"]
+                    elif mode in ("sdk_http_batch", "sdk_grpc_batch"):
+                        target = url if mode == "sdk_http_batch" else grpc_url
+                        run = asyncio.run(
+                            sdk_batches(target, split(fresh()), args.concurrency, pipeline)
+                        )
+                    elif mode in ("sdk_grpc_stream", "sdk_http_stream"):
+                        target = grpc_url if mode == "sdk_grpc_stream" else url
+                        run = asyncio.run(sdk_stream(target, fresh(), pipeline))
+                    else:
+                        run = asyncio.run(sdk_stream(grpc_url, fresh(8 * args.paced_messages),
+                                                     pipeline, args.pace_ms / 1000))  # fmt: skip
+                    runs[mode] = run
+                    print(pipeline, mode, json.dumps(run), flush=True)
+                if "sdk_grpc_stream" in runs and "sdk_grpc_batch" in runs:
+                    ratio = (
+                        runs["sdk_grpc_stream"]["items_per_s"]
+                        / runs["sdk_grpc_batch"]["items_per_s"]
+                    )  # type: ignore[index]
+                    runs["grpc_stream_over_grpc_batch"] = ratio
+                    print(pipeline, "grpc_stream_over_grpc_batch", round(ratio, 3), flush=True)
+                rounds.append(runs)
+            out["rounds"] = rounds
+            ratios = [r["grpc_stream_over_grpc_batch"] for r in rounds
+                      if "grpc_stream_over_grpc_batch" in r]  # fmt: skip
+            if ratios:
+                out["grpc_stream_over_grpc_batch"] = {
+                    "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}  # type: ignore[type-var]  # fmt: skip
             sample = split(fresh())[0]
             reply = httpx.post(f"{url}/v1/rewards", timeout=300, json={
                 "pipeline": pipeline, "items": sample, "options": NO_COMPONENTS}).content  # fmt: skip
-            runs["client_cpu_per_request"] = client_cpu(sample, reply)
-            result["pipelines"][pipeline] = runs  # type: ignore[index]
-            for name, run in runs.items():
-                print(pipeline, name, json.dumps(run), flush=True)
+            out["client_cpu_per_request"] = client_cpu(sample, reply)
+            result["pipelines"][pipeline] = out  # type: ignore[index]
     finally:
         stop(proc)
-    out = HERE / "results" / "sdk_transport.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    result["load_avg_after"] = os.getloadavg()
+    out_path = HERE / "results" / "sdk_transport.json"
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Dynamic batching per scorer: collect items across concurrent requests into batches
-bounded by count and padded tokens, with a bounded queue that refuses work (429) instead
-of growing without limit.
+"""Continuous batching per scorer: a batch is formed when the scorer has a free slot to
+run it, from the items of every request queued by then, bounded by count and padded
+tokens, with a bounded queue that refuses work (429) instead of growing without limit.
 
 Contract enforced here: a batch yields exactly one result per item. A scorer that returns
 the wrong number fails the batch loudly; a batch that raises is retried item by item so
@@ -16,12 +16,11 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
 from referee.config import BatchingSettings
 from referee.errors import ErrorKind, RefereeError
-from referee.metrics import Metrics
+from referee.metrics import Metrics, observe_many
 from referee.scorers.base import (
     BATCH_DEADLINE,
     Prepared,
@@ -31,27 +30,105 @@ from referee.scorers.base import (
     past_deadline_result,
 )
 
-__all__ = ["DynamicBatcher", "Pending"]
+__all__ = ["DynamicBatcher", "Pending", "Waiter"]
 
 log = logging.getLogger(__name__)
 
 # Length ordering looks at this many of the oldest waiting items (sorting is O(n log n)),
 # and grows a batch only while real tokens are at least this share of padded tokens.
 _LENGTH_WINDOW = 8192
-_MIN_PADDING_EFFICIENCY = 0.85
+_MIN_PADDING_EFFICIENCY = 0.9
 
 
-@dataclass(slots=True)
 class Pending:
-    """One queued item. ``deadline`` (time.monotonic) is the latest deadline among the
-    requests waiting for it; single-flight joiners extend it."""
+    """One queued item and, once scored, its result. ``deadline`` (time.monotonic) is the
+    latest deadline among the requests waiting for it; single-flight joiners extend it.
 
-    item: ScoreInput
-    future: asyncio.Future[ScoreResult]
-    cost: int
-    deadline: float = math.inf
-    enqueued: float = field(default_factory=time.perf_counter)
-    prepared: Prepared | None = None
+    No asyncio future per item: whoever waits registers a listener, called once with the
+    pending item when it is resolved (a request waits on one future for all its items)."""
+
+    __slots__ = ("cost", "deadline", "enqueued", "exception", "item", "key", "listeners",
+                 "prepared", "result")  # fmt: skip
+
+    def __init__(
+        self, item: ScoreInput, cost: int, deadline: float = math.inf,
+        prepared: Prepared | None = None, key: str | None = None,
+    ) -> None:  # fmt: skip
+        self.item = item
+        self.cost = cost
+        self.deadline = deadline
+        self.prepared = prepared
+        self.key = key
+        self.enqueued = 0.0
+        self.result: ScoreResult | None = None
+        self.exception: BaseException | None = None
+        self.listeners: list[Callable[[Pending], None]] = []
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.exception is not None
+
+    def resolve(self, result: ScoreResult) -> None:
+        """Set the result (the first one wins) and tell every listener."""
+        if self.done:
+            return
+        self.result = result
+        self._notify()
+
+    def fail(self, exc: BaseException) -> None:
+        """The item could not even be queued: its waiters receive ``exc``."""
+        if self.done:
+            return
+        self.exception = exc
+        self._notify()
+
+    def listen(self, listener: Callable[[Pending], None]) -> None:
+        if self.done:
+            listener(self)
+        else:
+            self.listeners.append(listener)
+
+    def _notify(self) -> None:
+        listeners, self.listeners = self.listeners, []
+        for listener in listeners:
+            try:
+                listener(self)
+            except Exception:  # one broken listener must not keep the others waiting
+                log.exception("a listener of a scored item failed")
+
+
+class Waiter:
+    """One future for many pending items: done when every one of them is resolved."""
+
+    __slots__ = ("future", "left")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, items: Sequence[Pending]) -> None:
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.left = 0
+        for pending in items:
+            if not pending.done:
+                self.left += 1
+                pending.listeners.append(self)
+        if not self.left:
+            self.future.set_result(None)
+
+    def __call__(self, pending: Pending) -> None:
+        self.left -= 1
+        if self.left <= 0 and not self.future.done():
+            self.future.set_result(None)
+
+
+def _set_future(future: asyncio.Future[ScoreResult]) -> Callable[[Pending], None]:
+    def listener(pending: Pending) -> None:
+        if future.done():
+            return
+        if pending.exception is not None:
+            future.set_exception(pending.exception)
+        else:
+            assert pending.result is not None
+            future.set_result(pending.result)
+
+    return listener
 
 
 class DynamicBatcher:
@@ -96,9 +173,7 @@ class DynamicBatcher:
             if still:
                 await asyncio.wait(still, timeout=grace_s)
         while self._queue:
-            pending = self._queue.popleft()
-            if not pending.future.done():
-                pending.future.set_result(ScoreResult.failed("server shutting down", "shutdown"))
+            self._queue.popleft().resolve(ScoreResult.failed("server shutting down", "shutdown"))
 
     def submit(
         self,
@@ -106,9 +181,22 @@ class DynamicBatcher:
         deadline: float = math.inf,
         prepared: Sequence[Prepared] | None = None,
     ) -> list[Pending]:
-        """Queue items, all or none: a full queue refuses the whole submission.
-        ``prepared`` (from ``scorer.prepare``) carries each item's cost and payload."""
-        if self._queue and len(self._queue) + len(items) > self.settings.max_queue_items:
+        """Queue items, each answered through its own future (see ``enqueue``)."""
+        if prepared is None:
+            queued = [Pending(item, self.scorer.cost(item), deadline) for item, _ in items]
+        else:
+            queued = [
+                Pending(item, ready.cost, deadline, ready)
+                for (item, _), ready in zip(items, prepared, strict=True)
+            ]
+        self.enqueue(queued)
+        for pending, (_, future) in zip(queued, items, strict=True):
+            pending.listeners.append(_set_future(future))
+        return queued
+
+    def enqueue(self, queued: Sequence[Pending]) -> None:
+        """Queue items, all or none: a full queue refuses the whole submission."""
+        if self._queue and len(self._queue) + len(queued) > self.settings.max_queue_items:
             self.metrics.overloaded.labels(self.scorer.name).inc()
             raise RefereeError(
                 ErrorKind.OVERLOADED,
@@ -116,19 +204,12 @@ class DynamicBatcher:
                 f"limit {self.settings.max_queue_items}); retry later",
                 retry_after_s=1.0,
             )
-        if prepared is None:
-            queued = [
-                Pending(item, future, self.scorer.cost(item), deadline) for item, future in items
-            ]
-        else:
-            queued = [
-                Pending(item, future, ready.cost, deadline, prepared=ready)
-                for (item, future), ready in zip(items, prepared, strict=True)
-            ]
+        now = time.perf_counter()
+        for pending in queued:
+            pending.enqueued = now
         self._queue.extend(queued)
         self._depth.set(len(self._queue))
         self._wakeup.set()
-        return queued
 
     def _window(self) -> list[Pending]:
         """The oldest waiting items that length ordering looks at, with those whose every
@@ -139,8 +220,8 @@ class DynamicBatcher:
         live = [p for p in waiting if p.deadline >= now]
         if len(live) < len(waiting):
             for pending in waiting:
-                if pending.deadline < now and not pending.future.done():
-                    pending.future.set_result(past_deadline_result())
+                if pending.deadline < now:
+                    pending.resolve(past_deadline_result())
             self._replace_head(len(waiting), live)
         return live
 
@@ -200,9 +281,7 @@ class DynamicBatcher:
         while self._queue and len(batch) < self.settings.max_batch_size:
             candidate = self._queue[0]
             if candidate.deadline < now:  # every request waiting for it has timed out
-                self._queue.popleft()
-                if not candidate.future.done():
-                    candidate.future.set_result(past_deadline_result())
+                self._queue.popleft().resolve(past_deadline_result())
                 continue
             new_longest = max(longest, candidate.cost)
             if batch and new_longest * (len(batch) + 1) > self.settings.max_batch_tokens:
@@ -213,22 +292,19 @@ class DynamicBatcher:
         return batch
 
     async def _loop(self) -> None:
+        """Continuous batching: the next batch is formed when a slot is free to run it,
+        from everything queued by then (up to the count and token budget), so items that
+        arrive while batches run wait for the next free slot and fill it, however small
+        the requests that brought them. An idle scorer starts at once; ``max_wait_ms`` > 0
+        makes only an idle one linger for company."""
+        linger_s = self.settings.max_wait_ms / 1000
         while True:
             if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._slots.acquire()
-            # Give concurrent requests a moment to join this batch.
-            wait_s = self.settings.max_wait_ms / 1000
-            if wait_s > 0 and len(self._queue) < self.settings.max_batch_size:
-                deadline = time.perf_counter() + wait_s
-                while len(self._queue) < self.settings.max_batch_size:
-                    remaining = deadline - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    self._wakeup.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):  # 3.10: not builtin
-                        await asyncio.wait_for(self._wakeup.wait(), remaining)
+            if linger_s > 0 and not self._running:
+                await self._linger(linger_s)
             batch = self._take_batch()
             if not batch:
                 self._slots.release()
@@ -237,14 +313,24 @@ class DynamicBatcher:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
+    async def _linger(self, wait_s: float) -> None:
+        """Wait up to ``wait_s`` for a full batch (only when nothing is running)."""
+        deadline = time.perf_counter() + wait_s
+        while len(self._queue) < self.settings.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):  # 3.10: not builtin
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+
     async def _run(self, batch: list[Pending]) -> None:
         # This task's own context: scorers read the batch deadline between items.
         BATCH_DEADLINE.set(max(p.deadline for p in batch))
         try:
             now = time.perf_counter()
             name = self.scorer.name
-            for pending in batch:
-                self._queue_wait.observe(now - pending.enqueued)
+            observe_many(self._queue_wait, [now - p.enqueued for p in batch])
             self._batch_size.observe(len(batch))
             padded = max(p.cost for p in batch) * len(batch)
             self._batch_tokens.observe(padded)
@@ -261,17 +347,15 @@ class DynamicBatcher:
                     or ("timed out" in reason)
                 ):
                     self.metrics.scorer_timeouts.labels(name).inc()
-                if not pending.future.done():
-                    pending.future.set_result(result)
+                pending.resolve(result)
         except BaseException as exc:  # never leave a waiter hanging
             cancelled = isinstance(exc, asyncio.CancelledError)
             for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_result(
-                        ScoreResult.failed("server shutting down", "shutdown")
-                        if cancelled
-                        else ScoreResult.failed(f"internal error: {type(exc).__name__}", "internal")
-                    )
+                pending.resolve(
+                    ScoreResult.failed("server shutting down", "shutdown")
+                    if cancelled
+                    else ScoreResult.failed(f"internal error: {type(exc).__name__}", "internal")
+                )
             if not isinstance(exc, Exception):
                 raise
             log.exception("batch of scorer %s failed", self.scorer.name)

@@ -215,8 +215,11 @@ class BatchingSettings(_Section):
     max_batch_size: int = Field(default=256, gt=0, description="Most items in one batch.")
     max_batch_tokens: int = Field(default=1_048_576, gt=0, description="padded tokens a batch")
     max_wait_ms: float = Field(
-        default=2.0, ge=0, le=10_000, description="How long a batch waits for more items."
-    )
+        default=0.0, ge=0, le=10_000,
+        description="How long an idle scorer waits for more items before it starts a batch. "
+        "0 (continuous batching): start at once; a busy scorer's next batch is formed when a "
+        "slot frees, from everything queued by then.",
+    )  # fmt: skip
     max_queue_items: int = Field(
         default=100_000, gt=0,
         description="Items a scorer queue holds; beyond this, requests get 429 with Retry-After.",

@@ -23,14 +23,13 @@ from referee.config import ScorerConfig, Settings
 from referee.errors import ErrorKind, RefereeError, item_error
 from referee.groups import GroupAssembler, partial_groups
 from referee.media import resolve_images
-from referee.metrics import Metrics
+from referee.metrics import Metrics, observe_many
 from referee.monitors import PipelineMonitor, ensemble_members
 from referee.pipeline import EvalState, LeafScore
 from referee.runner import ScorerRunner
 from referee.scorers import ScoreInput, Scorer, scorer_class
 from referee.state import EngineState, PipelineInfo, build_pipelines
 from referee_client.schema import (
-    Outcome,
     RewardItem,
     RewardOptions,
     RewardRequest,
@@ -509,38 +508,43 @@ class RewardEngine:
         values = await engine_state.evaluators[info.name].evaluate(state)
         results: list[RewardResult] = []
         want = request.options.return_components
+        errors, components_of, steps_of = state.errors, state.components, state.steps
+        info_of, all_cached, truncated = state.info, state.all_cached, state.truncated
+        by_component: dict[str, list[float]] = {}
+        monitor = self.monitors[info.name]
+        construct = RewardResult.model_construct  # built from checked values: no revalidation
         for i, item in enumerate(items):
-            if i not in state.errors and i not in values:  # a bug, never a lost item
+            if i not in errors and i not in values:  # a bug, never a lost item
                 state.fail(i, "internal", "no value was produced for this item")
-            error = state.errors.get(i)
-            outcome: Outcome = "scored"
-            item_err = None
+            error = errors.get(i)
+            components = components_of.get(i)
+            # length bias reads the response text's length; an image-only response has none
+            length = len(item.response) if item.response or not item.response_images else None
             if error:
                 outcome, item_err = item_error(*error)
-            info_map = state.info.get(i) or None
+                monitor.record(length, None, error[0])
+            else:
+                outcome, item_err = "scored", None
+                monitor.record(length, components or {}, None)
+                for name, value in (components or {}).items():
+                    if value is not None:
+                        by_component.setdefault(name, []).append(value)
+            info_map = info_of.get(i) or None
             results.append(
-                RewardResult(
+                construct(
                     id=item.id,
                     outcome=outcome,
                     reward=None if error else values[i],
-                    components=dict(state.components.get(i, {})) if want else None,
-                    steps=state.steps.get(i),
-                    cached=state.all_cached.get(i, False),
+                    components=dict(components or {}) if want else None,
+                    steps=steps_of.get(i),
+                    cached=all_cached.get(i, False),
                     error=item_err,
                     info=dict(info_map) if info_map else None,
-                    truncated=i in state.truncated,
+                    truncated=i in truncated,
                 )
             )
-        monitor = self.monitors[info.name]
-        for i, item in enumerate(items):
-            failed = i in state.errors
-            components = None if failed else state.components.get(i, {})
-            text = bool(item.response) or not item.response_images  # an image-only response
-            monitor.record(len(item.response) if text else None, components,
-                           state.errors[i][0] if failed else None)  # fmt: skip
-            for name, value in (components or {}).items():
-                if value is not None:
-                    monitor.histogram(self.metrics, name).observe(value)
+        for name, observed in by_component.items():
+            observe_many(monitor.histogram(self.metrics, name), observed)
         n_errors = len(state.errors)
         self.metrics.items.labels(info.name, "ok").inc(len(items) - n_errors)
         if n_errors:
@@ -569,7 +573,7 @@ def with_peers(items: list[ScoreInput]) -> list[ScoreInput]:
     for members in groups.values():
         for i in members:
             peers = tuple(items[j].response for j in members if j != i)
-            out[i] = dataclasses.replace(items[i], peers=peers)
+            out[i] = dataclasses.replace(items[i], peers=peers, digests={})
     return out
 
 

@@ -5,10 +5,40 @@ Each app gets its own registry so several engines (tests, benchmarks) never coll
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "observe_many"]
+
+
+def observe_many(histogram: Any, values: Iterable[float]) -> None:
+    """``histogram.observe(v)`` for each of ``values``, with one lock round per bucket
+    touched instead of two per value: the per-item hot path observes whole batches. Falls
+    back to ``observe`` for a histogram that is not prometheus_client's labelled child."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total_value = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total_value is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts: dict[int, int] = {}
+    total = 0.0
+    for value in values:
+        i = bisect.bisect_left(bounds, value)  # the first bound >= value, as observe() finds
+        counts[i] = counts.get(i, 0) + 1
+        total += value
+    if not counts:
+        return
+    total_value.inc(total)
+    for i, n in counts.items():
+        if i < len(buckets):
+            buckets[i].inc(n)
+
 
 # 1 ms .. 60 s
 LATENCY_BUCKETS = (

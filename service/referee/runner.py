@@ -5,11 +5,10 @@ already being scored, or a new batch, in that order."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 from collections.abc import Sequence
 
-from referee.batching import DynamicBatcher, Pending
+from referee.batching import DynamicBatcher, Pending, Waiter
 from referee.cache import ScoreCache, cache_key
 from referee.cache.redis import RedisCache
 from referee.metrics import Metrics
@@ -31,8 +30,9 @@ class ScorerRunner:
         self.metrics = metrics
         self.fingerprint = scorer.fingerprint()
         self.fields = scorer.cache_fields()
-        self._inflight: dict[str, asyncio.Future[ScoreResult]] = {}
-        self._pending: dict[str, Pending] = {}
+        self._inflight: dict[str, Pending] = {}
+        name = scorer.name
+        self._joins = metrics.inflight_joins.labels(name)
 
     def key(self, item: ScoreInput) -> str:
         return cache_key(self.fingerprint, item, self.fields)
@@ -53,60 +53,62 @@ class ScorerRunner:
             self.metrics.cache_misses.labels(name, level).inc(len(items) - n_first)
         if self.shared is not None:
             await self._from_shared(keys, hits)
-        waits: list[asyncio.Future[ScoreResult] | None] = []
-        new: list[tuple[ScoreInput, asyncio.Future[ScoreResult]]] = []
-        new_keys: list[str] = []
-        loop = asyncio.get_running_loop()
+        waits: list[Pending | None] = []
+        new: list[Pending] = []
+        joins = 0
+        inflight = self._inflight
         for item, key, hit in zip(items, keys, hits, strict=True):
             if hit is not None:
                 waits.append(None)
                 continue
-            future = self._inflight.get(key)
-            if future is None:
-                future = loop.create_future()
-                self._inflight[key] = future
-                new.append((item, future))
-                new_keys.append(key)
+            pending = inflight.get(key)
+            if pending is None:
+                pending = inflight[key] = Pending(item, 0, deadline, key=key)
+                new.append(pending)
             else:
-                self.metrics.inflight_joins.labels(name).inc()
-                waiting = self._pending.get(key)
-                if waiting is not None and waiting.deadline < deadline:
-                    waiting.deadline = deadline  # a later waiter keeps the item wanted
-            waits.append(future)
+                joins += 1
+                if pending.deadline < deadline:
+                    pending.deadline = deadline  # a later waiter keeps the item wanted
+            waits.append(pending)
+        if joins:
+            self._joins.inc(joins)
         if new:
             try:
-                prepared = await self.scorer.prepare([item for item, _ in new])
-                submitted = self.batcher.submit(new, deadline, prepared)
+                prepared = await self.scorer.prepare([p.item for p in new])
+                for pending, ready in zip(new, prepared, strict=True):
+                    pending.cost, pending.prepared = ready.cost, ready
+                self.batcher.enqueue(new)
             except BaseException as exc:
-                for key, (_, future) in zip(new_keys, new, strict=True):
-                    self._inflight.pop(key, None)
-                    if not future.done():  # requests that joined meanwhile get an answer
-                        future.set_exception(exc)
-                        future.exception()  # seen here; joiners still receive it
+                for pending in new:  # requests that joined meanwhile get an answer
+                    if inflight.get(pending.key or "") is pending:
+                        del inflight[pending.key or ""]
+                    pending.fail(exc)
                 raise
-            for key, entry in zip(new_keys, submitted, strict=True):
-                self._pending[key] = entry
-                entry.future.add_done_callback(functools.partial(self._finished, key))
-        pending = [f for f in waits if f is not None]
-        if pending:
+            for pending in new:
+                pending.listeners.append(self._finished)
+        waiting = [p for p in waits if p is not None]
+        if waiting:
             # Shield: a caller that gives up must not cancel work other callers share.
-            await asyncio.shield(asyncio.gather(*pending))
+            await asyncio.shield(Waiter(asyncio.get_running_loop(), waiting).future)
         out: list[LeafScore] = []
-        for hit, future in zip(hits, waits, strict=True):
-            if future is None:
+        for hit, pending in zip(hits, waits, strict=True):
+            if pending is None:
                 assert hit is not None
                 out.append(LeafScore(hit, cached=True))
+            elif pending.exception is not None:
+                raise pending.exception
             else:
-                out.append(LeafScore(future.result(), cached=False))
+                assert pending.result is not None
+                out.append(LeafScore(pending.result, cached=False))
         return out
 
-    def _finished(self, key: str, future: asyncio.Future[ScoreResult]) -> None:
-        self._inflight.pop(key, None)
-        self._pending.pop(key, None)
-        if future.cancelled() or future.exception() is not None:
-            return
-        result = future.result()
-        if result.error is None and result.cacheable:
+    def _finished(self, pending: Pending) -> None:
+        key = pending.key
+        assert key is not None
+        if self._inflight.get(key) is pending:
+            del self._inflight[key]
+        result = pending.result
+        if result is not None and result.error is None and result.cacheable:
             self.cache.set_many([(key, result)])
             if self.shared is not None:
                 self.shared.set_later(key, result)

@@ -179,6 +179,8 @@ async def test_length_order_packs_similar_lengths_and_never_starves_the_oldest()
     _, arrival_efficiency = await run("arrival")
     assert "x" * 900 in by_length.batches[0]
     assert all(max(map(len, b)) * len(b) <= 4000 for b in by_length.batches)
+    # every batch keeps real tokens at least 90% of padded ones (the padding floor)
+    assert all(sum(map(len, b)) >= 0.9 * max(map(len, b)) * len(b) for b in by_length.batches)
     assert efficiency >= 0.9 > arrival_efficiency
 
 
@@ -212,3 +214,104 @@ async def test_length_order_answers_expired_items_without_scoring_them() -> None
     assert [r.error_type for r in results[:3]] == ["timeout"] * 3
     assert [r.value for r in results[3:]] == [5.0, 5.0]
     assert scorer.batches == [["y" * 5] * 2]  # the expired items never reached the scorer
+
+
+class Gated(Recorder):
+    """A Recorder whose first batch runs until ``gate`` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def score_batch(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
+        if not self.batches:
+            self.batches.append([x.response for x in items])
+            await self.gate.wait()
+            return [ScoreResult(value=float(len(x.response))) for x in items]
+        return await super().score_batch(items)
+
+
+async def test_continuous_batching_fills_the_next_batch_with_everything_queued_meanwhile() -> None:
+    """Small submissions (stream messages of 8) that arrive while a batch runs wait for
+    the next free slot and go into it together: one batch, not one per submission."""
+    scorer = Gated()
+    batcher = DynamicBatcher(
+        scorer, BatchingSettings(max_batch_size=256, max_concurrent_batches=1), Metrics()
+    )
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    try:
+        first = [loop.create_future()]
+        batcher.submit([(item("first"), first[0])])
+        for _ in range(5):  # an idle scorer starts at once: no timer to wait out
+            await asyncio.sleep(0)
+        assert scorer.batches == [["first"]]
+        later: list[asyncio.Future[ScoreResult]] = []
+        for m in range(20):  # 20 messages of 8 items while the first batch runs
+            futures = [loop.create_future() for _ in range(8)]
+            batcher.submit([(item(f"m{m}", k), f) for k, f in enumerate(futures)])
+            later.extend(futures)
+            await asyncio.sleep(0)
+        scorer.gate.set()
+        results = await asyncio.gather(*first, *later)
+        assert [r.value for r in results] == [5.0] + [float(len(f"m{m}")) for m in range(20)
+                                                       for _ in range(8)]  # fmt: skip
+        assert [len(b) for b in scorer.batches] == [1, 160]
+    finally:
+        await batcher.stop()
+
+
+async def test_linger_applies_only_to_an_idle_scorer() -> None:
+    """max_wait_ms > 0: an idle scorer waits for company (here until the batch is full);
+    a busy one never adds the linger to the batch it forms when a slot frees."""
+    scorer = Gated()
+    batcher = DynamicBatcher(
+        scorer,
+        BatchingSettings(max_wait_ms=10_000, max_batch_size=2, max_concurrent_batches=2),
+        Metrics(),
+    )
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    try:
+        a, b, c = loop.create_future(), loop.create_future(), loop.create_future()
+        batcher.submit([(item("a"), a)])
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert scorer.batches == []  # idle: lingering for a fuller batch
+        batcher.submit([(item("b", 1), b)])  # full: the linger ends
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert scorer.batches == [["a", "b"]]  # running, held by the gate
+        batcher.submit([(item("c", 2), c)])  # busy, a slot free: no linger
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert scorer.batches == [["a", "b"], ["c"]]
+        scorer.gate.set()
+        await asyncio.gather(a, b, c)
+    finally:
+        await batcher.stop()
+
+
+def test_observe_many_renders_exactly_as_one_observe_per_value() -> None:
+    import random
+
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from referee.metrics import LATENCY_BUCKETS, observe_many
+
+    rng = random.Random(3)
+    values = [rng.choice([0.0, 0.001, 60.0, 61.0, -1.0]) if rng.random() < 0.2
+              else rng.expovariate(3) for _ in range(5000)]  # fmt: skip
+    one, many = CollectorRegistry(), CollectorRegistry()
+    h1 = Histogram("x", "x", ["a"], buckets=LATENCY_BUCKETS, registry=one).labels("q")
+    h2 = Histogram("x", "x", ["a"], buckets=LATENCY_BUCKETS, registry=many).labels("q")
+    for value in values:
+        h1.observe(value)
+    observe_many(h2, values)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return [x for x in lines if "_created" not in x and "_sum" not in x]
+
+    assert samples(one) == samples(many)
+    assert abs(h1._sum.get() - h2._sum.get()) < 1e-6

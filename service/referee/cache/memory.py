@@ -14,23 +14,30 @@ __all__ = ["MemoryCache", "NullCache", "ScoreCache", "cache_key"]
 
 
 def cache_key(fingerprint: str, item: ScoreInput, fields: Sequence[str]) -> str:
-    """sha256 over the fingerprint and each field, length-prefixed so no two different
-    inputs share a key. Text is hashed as it is (the hot path); structured fields
-    (messages, metadata) as canonical JSON; images as the sha256 of their bytes (the same
-    image sent as a data URL or as a path gives the same key)."""
+    """sha256 over the fingerprint and each field's own sha256, taken over the field's name
+    and value length-prefixed so no two different inputs share a key. Text is hashed as it
+    is (the hot path); structured fields (messages, metadata) as canonical JSON; images as
+    the sha256 of their bytes (the same image sent as a data URL or as a path gives the
+    same key). A field's digest is computed once per item and shared by every scorer that
+    reads it."""
+    memo = item.digests
     h = hashlib.sha256(fingerprint.encode())
     for name in fields:
-        value = getattr(item, name)
-        if value is None:
-            data = b"\x00"
-        elif isinstance(value, str):
-            data = b"s" + value.encode("utf-8", "surrogatepass")
-        elif isinstance(value, tuple) and all(isinstance(v, ImageData) for v in value):
-            data = b"i" + ",".join(image.sha256 for image in value).encode()
-        else:
-            data = b"j" + canonical_json(value).encode("utf-8", "surrogatepass")
-        h.update(b"%d:%s=%d:" % (len(name), name.encode(), len(data)))
-        h.update(data)
+        digest = memo.get(name)
+        if digest is None:
+            value = getattr(item, name)
+            if value is None:
+                data = b"\x00"
+            elif isinstance(value, str):
+                data = b"s" + value.encode("utf-8", "surrogatepass")
+            elif isinstance(value, tuple) and all(isinstance(v, ImageData) for v in value):
+                data = b"i" + ",".join(image.sha256 for image in value).encode()
+            else:
+                data = b"j" + canonical_json(value).encode("utf-8", "surrogatepass")
+            field_hash = hashlib.sha256(b"%d:%s=%d:" % (len(name), name.encode(), len(data)))
+            field_hash.update(data)
+            digest = memo[name] = field_hash.digest()
+        h.update(digest)
     return h.hexdigest()
 
 

@@ -56,25 +56,52 @@ async def score_rewards(request: Request) -> Response:
     engine = _engine(request)
     require_json(request)
     body = await read_body(request, engine.settings.server.max_request_bytes)
-    payload = parse_json(body)
+    reward_request = _validated_at_once(body)
+    if reward_request is not None:  # the common case: one pass of pydantic's JSON parser
+        named = reward_request.pipeline
+        if named in engine.pipelines:
+            request.state.pipeline = named
+        if len(reward_request.items) > engine.settings.server.max_items_per_request:
+            raise _too_many(len(reward_request.items), engine)
+        return _answer(await engine.score(reward_request))
+    payload = parse_json(body)  # something is wrong: find what, to say it precisely
     named = payload.get("pipeline", "default")
     if isinstance(named, str) and named in engine.pipelines:
         request.state.pipeline = named  # unknown names stay "?": clients cannot grow label sets
     items = payload.get("items")
-    limit = engine.settings.server.max_items_per_request
-    if isinstance(items, list) and len(items) > limit:
-        raise RefereeError(
-            ErrorKind.PAYLOAD_TOO_LARGE,
-            f"{len(items)} items in one request; the limit is {limit}: split the request",
-            param="items",
-        )
+    if isinstance(items, list) and len(items) > engine.settings.server.max_items_per_request:
+        raise _too_many(len(items), engine)
     try:
         reward_request = RewardRequest.model_validate(payload)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     except RecursionError:
         raise RefereeError(ErrorKind.BAD_REQUEST, "body is nested too deeply") from None
-    response = await engine.score(reward_request)
+    return _answer(await engine.score(reward_request))
+
+
+def _validated_at_once(body: bytes) -> RewardRequest | None:
+    """The request validated straight from its bytes, or None when anything is off (then
+    the slow path parses it again to give the precise 400/413/422). A body that may hold a
+    lone surrogate escape always takes the slow path, which checks for it."""
+    if b"\\ud" in body or b"\\uD" in body:
+        return None
+    try:
+        return RewardRequest.model_validate_json(body)
+    except (ValidationError, ValueError, RecursionError):
+        return None
+
+
+def _too_many(n: int, engine: RewardEngine) -> RefereeError:
+    limit = engine.settings.server.max_items_per_request
+    return RefereeError(
+        ErrorKind.PAYLOAD_TOO_LARGE,
+        f"{n} items in one request; the limit is {limit}: split the request",
+        param="items",
+    )
+
+
+def _answer(response: RewardResponse) -> Response:
     return Response(response.model_dump_json(), media_type="application/json")
 
 

@@ -105,6 +105,8 @@ class ScoreInput:
     prompt_images: tuple[ImageData, ...] = ()
     response_images: tuple[ImageData, ...] = ()
     reference_images: tuple[ImageData, ...] = ()
+    # Each read field's digest, computed once per item for every scorer's cache key.
+    digests: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_item(

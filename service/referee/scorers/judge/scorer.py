@@ -46,7 +46,6 @@ class JudgeScorer(Scorer):
         "max_batch_size": 16,
         "max_batch_tokens": 16_384,
         "max_concurrent_batches": 1,
-        "max_wait_ms": 5.0,
     }
 
     @classmethod

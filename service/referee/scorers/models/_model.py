@@ -141,7 +141,6 @@ class ModelScorer(Scorer):
         "max_batch_size": 64,
         "max_batch_tokens": 8_192,
         "max_concurrent_batches": 1,
-        "max_wait_ms": 5.0,
     }
     libraries = ("torch", "transformers")
     reads: ClassVar[tuple[str, ...]] = ("prompt", "response", "messages")  # the chat template
