@@ -14,17 +14,32 @@ from referee.scorers.execution.sandbox import Limits, Sandbox
 from tests.support import sandbox_uid_processes
 
 
-def gone_in(seconds: float) -> bool:
-    """No process of the sandbox uid (waiting sandboxes included) within ``seconds``."""
+def uid_pids(uid: int = 65534) -> set[int]:
+    """The processes of the sandbox uid now (any test's, any server's)."""
+    pids = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == uid:
+                    pids.add(int(name))
+            except OSError:
+                continue
+    return pids
+
+
+def gone_in(seconds: float, before: set[int]) -> bool:
+    """No process of the sandbox uid (waiting sandboxes included) within ``seconds``,
+    but those that were there ``before`` this test (another scorer's, still open)."""
     deadline = time.monotonic() + seconds
-    while sandbox_uid_processes(waiting_too=True) and time.monotonic() < deadline:
+    while uid_pids() - before and time.monotonic() < deadline:
         time.sleep(0.1)
-    return not sandbox_uid_processes(waiting_too=True)
+    return not uid_pids() - before
 
 
 async def test_a_sandbox_made_ahead_serves_one_run_only() -> None:
     # Runs take sandboxes made ahead of them; each must be new: its own namespaces, an
     # empty /tmp and /work, and the program of its own run.
+    before = uid_pids()
     sandbox = Sandbox(prestart=1)
     program = (
         "import os\nseen = sorted(os.listdir('/tmp')) + sorted(os.listdir('/work'))\n"
@@ -51,7 +66,7 @@ async def test_a_sandbox_made_ahead_serves_one_run_only() -> None:
     assert len({ns.split()[0] for ns in namespaces}) == 4  # a new PID namespace each run
     assert len({ns.split()[1] for ns in namespaces}) == 4  # mount
     assert len({ns.split()[2] for ns in namespaces}) == 4  # network
-    assert gone_in(5.0), sandbox_uid_processes(waiting_too=True)  # closed: none waits
+    assert gone_in(5.0, before), sandbox_uid_processes(waiting_too=True)  # closed: none waits
 
 
 async def test_a_sandbox_that_died_waiting_is_not_used() -> None:
