@@ -6,6 +6,7 @@ heads are refused; and `--workers 2` serves from two processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -141,3 +142,67 @@ def test_workers_with_grpc_are_refused_at_start_up(tmp_path: Path) -> None:
                   "--grpc-port", "50999")  # fmt: skip
     assert refused.returncode == 2
     assert "server.workers > 1 serves HTTP only" in refused.stderr
+
+
+SLOW = """
+scorers:
+  slow: {kind: python, options: {function: "tests.probes:slow_reward", kwargs: {delay_s: 2.0}}}
+pipelines:
+  default: {reward: slow}
+"""
+
+
+def raw_post(body: bytes) -> bytes:
+    return (b"POST /v1/rewards HTTP/1.1\r\nHost: referee\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s") % (len(body), body)  # fmt: skip
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 response (status, body) with a content-length; AssertionError on EOF."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection; got {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))  # fmt: skip
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection mid-body; got {head + rest!r}"
+        rest += chunk
+    return int(head.split()[1]), rest[:length]
+
+
+def test_a_request_behind_a_refused_one_on_its_connection_is_answered(tmp_path: Path) -> None:
+    # A refusal at the door answers from the head and discards the body; the next request
+    # on the same connection, arriving in the same read, used to inherit the keep-alive timer
+    # armed for the idle moment between them, which closed the connection under it after
+    # keep_alive_timeout_s (1 s here) while it was being scored (2 s): no answer at all.
+    config = tmp_path / "slow.yaml"
+    config.write_text(SLOW)
+    env = {**LIMITS, "REFEREE_SERVER__MAX_REQUEST_BYTES": "20000",
+           "REFEREE_SERVER__MAX_ADMITTED_BYTES": "20000"}  # fmt: skip
+    padded = {"items": [{"id": "a", "response": "one two " + "x " * 7000}]}  # ~14 KB
+    with running_server("--config", str(config), env=env) as (url, _):
+        address = urlsplit(url)
+        host, port = address.hostname or "127.0.0.1", address.port or 80
+        with socket.create_connection((host, port)) as first, \
+                socket.create_connection((host, port)) as second:  # fmt: skip
+            first.sendall(raw_post(json.dumps(padded).encode()))  # in service for 2 s
+            time.sleep(0.3)
+            over = {"items": [{"id": "b", "response": "three " + "y " * 3000}]}  # ~6 KB: over
+            small = {"items": [{"id": "c", "response": "four five six"}]}
+            second.settimeout(10)
+            second.sendall(
+                raw_post(json.dumps(over).encode()) + raw_post(json.dumps(small).encode())
+            )
+            status, body = read_response(second)
+            assert status == 429, body
+            assert b"memory bound" in body
+            status, body = read_response(second)  # scored for 2 s, past the 1 s keep-alive
+            assert status == 200, body
+            assert json.loads(body)["results"][0]["reward"] == 3.0
+            first.settimeout(10)
+            status, body = read_response(first)
+            assert status == 200, body

@@ -180,6 +180,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refused_head()
 
     def on_message_begin(self) -> None:
+        # A request whose head arrives in the same read as the end of a body discarded after
+        # a refusal at the door finds the keep-alive timer armed for the moment between
+        # them (uvicorn cancels it only when data arrives): left armed, it would close the
+        # connection under this request once keep_alive_timeout_s had passed.
+        self._unset_keepalive_if_required()
         super().on_message_begin()
         self.scope["state"]["accepted_at"] = time.monotonic()
         self._head_bytes = 0
