@@ -17,7 +17,10 @@ class Client:
     async def post(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
         head = (f"POST /v1/rewards HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: "
                 f"application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
-        for attempt in range(2):
+        for attempt in range(3):
+            # skip idle connections the server has closed meanwhile (keep-alive timeout)
+            while self.idle and (self.idle[-1][0].at_eof() or self.idle[-1][1].is_closing()):
+                self.idle.pop()[1].close()
             reused = bool(self.idle)
             reader, writer = self.idle.pop() if reused else await asyncio.open_connection(
                 self.host, self.port)  # fmt: skip
@@ -31,7 +34,7 @@ class Client:
                 payload = await reader.readexactly(int(headers.get("content-length", "0")))
             except (asyncio.IncompleteReadError, ConnectionError):
                 writer.close()
-                if reused and attempt == 0:  # a keep-alive connection the server had closed
+                if reused and attempt < 2:  # a keep-alive connection the server was closing
                     continue
                 raise
             if headers.get("connection", "").lower() == "close":

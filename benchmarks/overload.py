@@ -137,6 +137,7 @@ class Outcome:
     reason: str = ""  # of a refusal: the start of its message
     rewards: list[float | None] = field(default_factory=list)
     numbers: list[int] = field(default_factory=list)
+    at: float = 0.0  # when it was sent (time.perf_counter)
 
 
 async def one(client: Client, work: Workload, k: int, t0: float) -> Outcome:
@@ -147,6 +148,7 @@ async def one(client: Client, work: Workload, k: int, t0: float) -> Outcome:
     except (OSError, asyncio.IncompleteReadError) as exc:
         return Outcome(sent - t0, time.perf_counter() - sent, 0, reason=type(exc).__name__)
     out = Outcome(sent - t0, time.perf_counter() - sent, status, "retry-after" in headers)
+    out.at = sent
     if status == 200:
         out.rewards = [r["reward"] for r in json.loads(payload)["results"]]
         out.numbers = numbers
@@ -221,12 +223,21 @@ async def server_loop_lag(host: str, port: int) -> dict[str, float]:
             if le in ("0.025", "0.05", "0.1", "0.5", "1.0")}  # fmt: skip
 
 
-async def client_lag(lags: list[float], stop_event: asyncio.Event) -> None:
-    """The load generator's own event-loop lag: what it adds to every latency measured."""
+async def client_lag(lags: list[tuple[float, float]], stop_event: asyncio.Event) -> None:
+    """The load generator's own event-loop lag, (when, lag): what it adds to the
+    latencies it measures around that moment."""
     while not stop_event.is_set():
         t = time.perf_counter()
         await asyncio.sleep(0.01)
-        lags.append(time.perf_counter() - t - 0.01)
+        now = time.perf_counter()
+        lags.append((now, now - t - 0.01))
+
+
+def client_stalled(o: Outcome, lags: list[tuple[float, float]], budget_s: float) -> bool:
+    """Whether the load generator's own loop stalled, while ``o`` was out, for at least
+    the part of its latency over ``budget_s`` (then the excess is the client's)."""
+    excess = o.seconds - budget_s
+    return any(o.at <= when <= o.at + o.seconds + 0.01 and lag >= excess for when, lag in lags)
 
 
 async def drive(url: str, pid: int, work: Workload, args: argparse.Namespace) -> dict[str, object]:
@@ -239,7 +250,7 @@ async def drive(url: str, pid: int, work: Workload, args: argparse.Namespace) ->
     capacity = len(ok) / args.capacity_s
     baseline = tree_rss_mb(pid)
     peak, done = [baseline], asyncio.Event()
-    lags: list[float] = []
+    lags: list[tuple[float, float]] = []
     sampler = asyncio.create_task(sample_rss(pid, peak, done))
     lagger = asyncio.create_task(client_lag(lags, done))
     outcomes = await open_loop(client, work, args.factor * capacity, args.overload_s, k)
@@ -278,11 +289,14 @@ async def drive(url: str, pid: int, work: Workload, args: argparse.Namespace) ->
         "accepted_max_s": max(seconds), "accepted_over_deadline": len(accepted) - len(in_time),
         "rejection_p50_ms": 1000 * percentile(rejections, 0.5),
         "rejection_p99_ms": 1000 * percentile(rejections, 0.99),
+        "rejection_p999_ms": 1000 * percentile(rejections, 0.999),
         "rejection_max_ms": 1000 * max(rejections),
+        "rejections_over_50ms": len(slow := [o for o in rejected if o.seconds > 0.05]),
+        "of_which_while_the_client_stalled": sum(client_stalled(o, lags, 0.05) for o in slow),
         "rejections_with_retry_after": sum(o.retry_after for o in rejected),
-        "client_loop_lag_p50_ms": 1000 * percentile(lags, 0.5),
-        "client_loop_lag_p99_ms": 1000 * percentile(lags, 0.99),
-        "client_loop_lag_max_ms": 1000 * max(lags),
+        "client_loop_lag_p50_ms": 1000 * percentile([lag for _, lag in lags], 0.5),
+        "client_loop_lag_p99_ms": 1000 * percentile([lag for _, lag in lags], 0.99),
+        "client_loop_lag_max_ms": 1000 * max(lag for _, lag in lags),
         "server_loop_lag_share_over_ms": server_lag,
         "rss_mb_before_overload": baseline, "rss_mb_peak_during_overload": peak[0],
         "rewards_checked": len(checked), "wrong_rewards": wrong,

@@ -112,6 +112,20 @@ class ServerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server and its access log."
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="Once the scorers are ready, freeze the start-up heap out of Python's "
+        "cyclic garbage collector (`gc.freeze()`): its full collections then skip tens of "
+        "thousands of long-lived objects and no longer stall the event loop for tens of "
+        "milliseconds under load. Retiring a version after a live reload collects once.",
+    )  # fmt: skip
+    gc_young_threshold: int | None = Field(
+        default=5000, ge=100, le=1_000_000,
+        description="Allocations between collections of the collector's youngest generation, "
+        "applied with gc_freeze (Python's default is 700). A request's objects mostly die young "
+        "by reference counting; collecting less often promotes fewer of them to the older "
+        "generations, whose collections are the long pauses. null: Python's default.",
+    )  # fmt: skip
     # -- admission control (per server process) --
     max_concurrent_requests: int = Field(
         default=64, ge=1, le=100_000,

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from referee import heap
 from referee.admission import ACCEPTED_AT, ItemBudget
 from referee.batching import DynamicBatcher
 from referee.cache import Breaker, MemoryCache, NullCache, ScoreCache
@@ -141,6 +142,7 @@ class RewardEngine:
                 if current is None or current.fingerprint() != version:
                     with contextlib.suppress(KeyError):
                         self.metrics.scorer_version.remove(name, version)
+            heap.refreeze()  # the retired objects' cycles are the collector's again
 
         task = asyncio.ensure_future(run())
         self._retiring.add(task)

@@ -19,9 +19,25 @@ from tests.e2e.server import cli, free_port, running_server
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    with running_server() as (url, _):
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serve") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def server(server_log: Path) -> Iterator[str]:
+    with running_server(log_path=server_log) as (url, _):
         yield url
+
+
+def test_the_start_up_heap_is_frozen_once_the_scorers_are_ready(
+    server: str, server_log: Path
+) -> None:
+    # server.gc_freeze (default on): full collections skip the start-up objects, so they no
+    # longer stall the loop under load (referee.heap)
+    deadline = time.monotonic() + 10
+    while "start-up objects out of the garbage collector" not in server_log.read_text():
+        assert time.monotonic() < deadline, server_log.read_text()[-3000:]
+        time.sleep(0.1)
 
 
 def test_default_config_scores_math_format_and_length_over_http(server: str) -> None:

@@ -110,7 +110,8 @@ def test_the_limits_page_example_is_a_valid_config() -> None:
     page = Path(__file__).resolve().parents[2] / "docs" / "operations" / "limits.md"
     blocks = re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S)
     assert blocks, "no yaml example in docs/operations/limits.md"
-    for block in blocks:
-        settings = load_settings(data={**RULES_CONFIG, **yaml.safe_load(block)}, environ={})
-        assert settings.server.max_queue_wait_s == 5
-        assert settings.server.max_connections == 1000
+    example, gc = (load_settings(data={**RULES_CONFIG, **yaml.safe_load(block)}, environ={})
+                   for block in blocks)  # fmt: skip
+    assert example.server.max_queue_wait_s == 5
+    assert example.server.max_connections == 1000
+    assert gc.server.gc_freeze and gc.server.gc_young_threshold == 5000

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from referee import __version__
+from referee import __version__, heap
 from referee.admin import Reloader
 from referee.admin.routes import install_sighup
 from referee.admin.routes import router as admin_router
@@ -112,6 +112,8 @@ def build_app(
         async def start() -> None:
             with contextlib.suppress(Exception):  # recorded in engine.startup_error
                 await engine.start()
+                if settings.server.gc_freeze:
+                    heap.freeze(settings.server.gc_young_threshold)
 
         access_log = logging.getLogger("uvicorn.access")  # configured by uvicorn by now
         redact = RedactSecrets()
