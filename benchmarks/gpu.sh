@@ -15,7 +15,8 @@
 #   --venv DIR    the environment to create or reuse (default .venv-gpu; with --device cpu,
 #                 .venv-vllm, which deploy/scripts/bootstrap_vllm.sh makes)
 #   --quick       small workloads (a smoke run: minutes, not an hour)
-#   --device cpu  the same suite on the CPU with vLLM's CPU build (how it is tested here)
+#   --device cpu  the same suite on the CPU with vLLM's CPU build (how it is tested here:
+#                 REFEREE_BENCH_TESTS=1 bash tests/run.sh -m bench)
 #   --dry-run     print what would be installed and run, and stop
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1; shift ;;
         --device) DEVICE="$2"; shift 2 ;;
         --dry-run) DRY=1; shift ;;
-        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -101,7 +101,8 @@ def tiny_clip_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`gpu` tests run only where CUDA is present (a lent accelerator), `vllm` tests unless
-    REFEREE_VLLM_TESTS is off; elsewhere they are reported as skipped with the reason,
+    REFEREE_VLLM_TESTS is off, `bench` tests (a benchmark script run end to end) when
+    REFEREE_BENCH_TESTS is on; elsewhere they are reported as skipped with the reason,
     never silently dropped."""
     if os.environ.get("REFEREE_VLLM_TESTS", "1").lower() in {"0", "false", "no", "off"}:
         skip_vllm = pytest.mark.skip(
@@ -110,6 +111,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if item.get_closest_marker("vllm"):
                 item.add_marker(skip_vllm)
+    if os.environ.get("REFEREE_BENCH_TESTS", "0").lower() not in {"1", "true", "yes", "on"}:
+        skip_bench = pytest.mark.skip(
+            reason="runs a benchmark script end to end (minutes); REFEREE_BENCH_TESTS=1 runs "
+            "it (the pieces it drives have their own tests in the default run)"
+        )
+        for item in items:
+            if item.get_closest_marker("bench"):
+                item.add_marker(skip_bench)
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+# About 5 minutes (six vLLM engine starts): outside the default run, which keeps CI short;
+# the backends and judge it drives have their own e2e tests there (test_model_backends_vllm,
+# test_model_remote_vllm, test_judge_vllm), and the suite's commands are checked by
+# tests/unit/test_gpu_suite.py. REFEREE_BENCH_TESTS=1 bash tests/run.sh -m bench runs it.
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.bench]
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = Path(os.environ.get("REFEREE_VLLM_PYTHON", ROOT / ".venv-vllm/bin/python"))

