@@ -71,4 +71,6 @@ def test_serve_ray_starts_the_app_from_a_config_file(
                 proc.wait()
             stopped_s = time.monotonic() - stopping
         log.seek(0)
-        assert stopped_s < 30, f"SIGINT to exit took {stopped_s:.0f}s:\n" + log.read().decode(errors="replace")[-6000:]
+        assert stopped_s < 30, (
+            f"SIGINT to exit took {stopped_s:.0f}s:\n" + log.read().decode(errors="replace")[-6000:]
+        )
