@@ -3,6 +3,7 @@ same YAML config, and serves the HTTP API until interrupted."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,6 +43,7 @@ def test_serve_ray_starts_the_app_from_a_config_file(
         proc = subprocess.Popen([referee, "serve", "--ray", "--config", str(path), "--port", str(port)],
                                 stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "RAY_ADDRESS": "", "HF_HUB_OFFLINE": "1"})  # fmt: skip
+        signals = ""
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 180
@@ -62,6 +64,9 @@ def test_serve_ray_starts_the_app_from_a_config_file(
             assert result["error"] is None and isinstance(result["reward"], float)
             assert httpx.get(f"{url}/readyz").json()["scorers"]["rm"]["deployment"] == "scorer-rm"
         finally:
+            with contextlib.suppress(OSError):  # what the process ignores and blocks, if stuck
+                status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                signals = " ".join(line for line in status if line.startswith(("SigIgn", "SigBlk")))
             proc.send_signal(signal.SIGINT)
             stopping = time.monotonic()
             try:
@@ -71,6 +76,8 @@ def test_serve_ray_starts_the_app_from_a_config_file(
                 proc.wait()
             stopped_s = time.monotonic() - stopping
         log.seek(0)
+        output = log.read().decode(errors="replace")
         assert stopped_s < 30, (
-            f"SIGINT to exit took {stopped_s:.0f}s:\n" + log.read().decode(errors="replace")[-6000:]
+            f"SIGINT to exit took {stopped_s:.0f}s ({signals}):\n{output[-6000:]}"
         )
+        assert "referee: SIGINT: shutting down" in output, output[-3000:]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +109,18 @@ def run_blocking(settings: Settings, config_path: Path | None, host: str, port: 
     import ray
     from ray import serve
 
-    ray.init()  # RAY_ADDRESS, or a new local cluster
+    # SIGINT and SIGTERM end the run, whatever this process inherited (a parent that
+    # ignores SIGINT passes that on through exec: Ctrl-C and `kill -INT` then did nothing)
+    # and for SIGTERM too (Kubernetes' stop signal, which would otherwise kill the process
+    # on the spot and leave a local cluster's processes behind).
+    def interrupted(signum: int, _frame: object) -> None:
+        print(f"referee: {signal.Signals(signum).name}: shutting down", file=sys.stderr,
+              flush=True)  # fmt: skip
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupted)
+    ray.init()  # RAY_ADDRESS, or a new local cluster (shut down at exit)
     serve.start(http_options={"host": host, "port": port})
     args: dict[str, Any] = (
         {"config_path": str(config_path)} if config_path is not None
