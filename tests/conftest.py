@@ -99,19 +99,29 @@ def tiny_clip_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_linear_head(tmp_path_factory.mktemp("clip-head") / "head.safetensors")
 
 
+def _switched_on(name: str, *, default: bool) -> bool:
+    """An on/off environment switch: 0/false/no/off and 1/true/yes/on, else ``default``."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in {"0", "false", "no", "off"}:
+        return False
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    return default
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`gpu` tests run only where CUDA is present (a lent accelerator), `vllm` tests unless
     REFEREE_VLLM_TESTS is off, `bench` tests (a benchmark script run end to end) when
     REFEREE_BENCH_TESTS is on; elsewhere they are reported as skipped with the reason,
     never silently dropped."""
-    if os.environ.get("REFEREE_VLLM_TESTS", "1").lower() in {"0", "false", "no", "off"}:
+    if not _switched_on("REFEREE_VLLM_TESTS", default=True):
         skip_vllm = pytest.mark.skip(
             reason="REFEREE_VLLM_TESTS=0: the vLLM environment (.venv-vllm) was not set up"
         )
         for item in items:
             if item.get_closest_marker("vllm"):
                 item.add_marker(skip_vllm)
-    if os.environ.get("REFEREE_BENCH_TESTS", "0").lower() not in {"1", "true", "yes", "on"}:
+    if not _switched_on("REFEREE_BENCH_TESTS", default=False):
         skip_bench = pytest.mark.skip(
             reason="runs a benchmark script end to end (minutes); REFEREE_BENCH_TESTS=1 runs "
             "it (the pieces it drives have their own tests in the default run)"
