@@ -148,6 +148,8 @@ async def test_hostile_programs_end_with_typed_verdicts_and_leave_nothing_behind
         "infinite_loop": (item("while True:\n    pass"), {"time_limit"}),
         "huge_stdout": (item("while True:\n    print('x' * 10000)"), {"output_limit"}),
         "write_outside": (item("open('/usr/evil', 'w')"), {"runtime_error"}),
+        "write_root": (item("open('/evil', 'w')"), {"runtime_error"}),
+        "write_dev": (item("open('/dev/evil', 'w')"), {"runtime_error"}),
         "write_host_tmp": (item(f"open('{escape}', 'w').write('x')\nprint('ok')", secret_tests("ok")), {"passed"}),
         "read_shadow": (item("print(open('/etc/shadow').read().splitlines()[0])", secret_tests(HOSTILE_SHADOW)), {"runtime_error"}),
         "read_env": (item("import os\nprint(os.environ.get('REFEREE_SERVER__API_KEYS', 'none'))\nprint(open('/proc/1/environ').read())", secret_tests(api_key)), {"wrong_answer", "runtime_error"}),
@@ -239,7 +241,8 @@ async def test_fingerprint_includes_toolchain_versions_and_limits() -> None:
 
 
 async def test_runs_stay_bounded_by_max_concurrency() -> None:
-    s = CodeScorer("code", CodeScorer.Options(limits={"cpu_s": 1, "wall_s": 10}, max_concurrency=2))
+    s = CodeScorer("code", CodeScorer.Options(limits={"cpu_s": 1, "wall_s": 10}, max_concurrency=2,
+                                              cases_per_sandbox=1))  # fmt: skip
     await s.setup()
     tests = {"inputs": ["a", "b", "c", "d"], "outputs": ["a", "b", "c", "d"]}
     started = time.monotonic()
@@ -342,3 +345,90 @@ async def test_fail_fast_stops_at_the_first_failing_case_and_reward_all() -> Non
         [item("int main(){}", {"fn_name": "f", "inputs": [[1]], "outputs": [1]}, "cpp")]
     )
     assert cpp_call.error_type == "invalid_input"
+
+
+# Each case checks that nothing an earlier case of its item left is there (files in
+# /work, /tmp and /dev/shm, a System V shared memory segment, a process), leaves all of
+# those behind, and prints its parent's pid: 2 is the launcher that runs an item's cases
+# one after another in one sandbox (a sandbox of its own per case would show 1, bwrap's
+# init), so the expected output also proves that the cases did share a sandbox.
+LEFTOVERS = """\
+import ctypes, os, subprocess
+seen = [p for p in ("/work/left", "/tmp/left", "/dev/shm/left") if os.path.exists(p)]
+others = [pid for pid in os.listdir("/proc") if pid.isdigit()
+          and int(pid) not in (1, os.getpid(), os.getppid())]
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.shmget(4242, 4096, 0o600) != -1:
+    seen.append("shm")
+for path in ("/work/left", "/tmp/left", "/dev/shm/left"):
+    open(path, "w").write("x")
+os.mkdir("/tmp/locked"); open("/tmp/locked/f", "w").close(); os.chmod("/tmp/locked", 0)
+libc.shmget(4242, 4096, 0o1000 | 0o600)
+subprocess.Popen(["sleep", "30"], start_new_session=True)
+print("clean" if not seen and not others else f"left {seen} {others}", os.getppid())
+"""
+
+
+async def test_the_cases_of_an_item_share_a_sandbox_and_nothing_else(scorer: CodeScorer) -> None:
+    tests = {"inputs": ["", "", ""], "outputs": ["clean 2\n"] * 3}
+    [result] = await scorer.score_batch([item(LEFTOVERS, tests)])
+    assert result.value == 1.0, result
+    assert sandbox_processes() == [], "a case's background process survived the item"
+
+
+async def test_a_program_that_stops_or_kills_the_case_runner_gets_single_run_verdicts() -> None:
+    # The launcher runs as the program's uid, so a program can signal it. Killed, it
+    # reports no more cases; stopped, it is killed at the item's bound. The cases it did
+    # not report run again in sandboxes of their own (their parent, bwrap's init, ignores
+    # such signals from inside): the verdicts are those a sandbox per case gives.
+    killer = (
+        "import os\nos.kill(os.getppid(), {sig})\na, b = map(int, input().split())\nprint(a + b)"
+    )
+    everyone = "import os\nos.kill(-1, 9)\nprint('survived')"
+    s = CodeScorer("code", CodeScorer.Options(limits={"cpu_s": 1, "wall_s": 1.5}))
+    await s.setup()
+    try:
+        started = time.monotonic()
+        killed, stopped, all_killed = await s.score_batch([
+            item(killer.format(sig=9)), item(killer.format(sig=19)),
+            item(everyone, {"inputs": ["", ""], "outputs": ["survived\n"] * 2}),
+        ])  # fmt: skip
+        elapsed = time.monotonic() - started
+    finally:
+        await s.close()
+    assert killed.value == 1.0 and stopped.value == 1.0, (killed, stopped)
+    # alone in its PID namespace, kill(-1) finds no one to signal: ESRCH, exit 1
+    assert verdict(all_killed) == "runtime_error", all_killed
+    assert elapsed < 40  # the stopped launcher: 2 x (1.5 + 1) + 5 s, then the single runs
+    assert sandbox_processes() == [], "a stopped or orphaned process was left behind"
+
+
+async def test_a_case_cannot_reach_the_case_runners_pipes(scorer: CodeScorer) -> None:
+    # The launcher's stdout carries every case's report to the server; a case that could
+    # write to it could forge another case's verdict. It is not dumpable: its /proc
+    # entries are not the program's to open.
+    probe = (
+        "import os\nppid = os.getppid()\nopened = []\n"
+        "for fd in (0, 1, 2):\n"
+        "    try:\n        os.close(os.open(f'/proc/{ppid}/fd/{fd}', os.O_WRONLY))\n"
+        "        opened.append(fd)\n    except OSError:\n        pass\n"
+        "print('blocked' if not opened else f'opened {opened}', ppid)"
+    )
+    [result] = await scorer.score_batch(
+        [item(probe, {"inputs": ["", ""], "outputs": ["blocked 2\n"] * 2})]
+    )
+    assert result.value == 1.0, result
+
+
+def test_the_case_runner_refuses_to_run_outside_a_sandbox() -> None:
+    # Between cases it kills every process it may signal: outside a PID namespace of its
+    # own that would be every process of its uid on the host.
+    from referee.scorers.execution._launcher import launcher
+
+    helper = launcher()
+    assert helper is not None, "no C compiler for the launcher (.ci/run installs g++)"
+    done = subprocess.run(
+        [helper, "cases", "1", str(1 << 30), "8", "0", "64", "1000", "100", "100", "true"],
+        input=b"1\n0\n", capture_output=True, timeout=10, check=False,
+    )  # fmt: skip
+    assert done.returncode == 127 and b"only in a sandbox" in done.stderr, done

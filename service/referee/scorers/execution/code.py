@@ -2,9 +2,10 @@
 
 The program is the last fenced block of the item's language (``extract``); the tests
 come from ``metadata.tests`` or ``reference`` (verl's ``ground_truth`` JSON string works
-as is; formats in :mod:`referee.scorers.execution.testcases`). Each case runs in its own
-sandbox (:mod:`referee.scorers.execution.sandbox`) or on a SandboxFusion service
-(``backend: sandbox_fusion``).
+as is; formats in :mod:`referee.scorers.execution.testcases`). The cases run in the
+sandbox (:mod:`referee.scorers.execution.sandbox`; an item's stdin cases up to
+``cases_per_sandbox`` at a time in one, each a fresh process) or on a SandboxFusion
+service (``backend: sandbox_fusion``).
 
 Reward: the share of cases passed (``reward: fraction``) or 1 only when all pass
 (``all``); aspects ``pass_rate``, ``passed``, ``total``; ``reason`` names the first failing
@@ -141,6 +142,13 @@ class CodeScorer(Scorer):
             default_factory=lambda: os.cpu_count() or 1, ge=1, le=4096,
             description="sandboxed runs at once (default: the number of cores)",
         )  # fmt: skip
+        cases_per_sandbox: int = Field(
+            default=8, ge=1, le=64,
+            description="stdin cases of one item run one after another in one sandbox, "
+            "each a fresh process with its own limits, its leftovers killed and /work, /tmp "
+            "emptied between them (the sandbox is set up once, not per case); 1: a sandbox "
+            "per case",
+        )  # fmt: skip
         run_as_uid: int = Field(default=65534, ge=1, description="when the server is root")
         # SandboxFusion (backend: sandbox_fusion)
         endpoint: str | None = Field(default=None, description="e.g. http://host:8080")
@@ -196,7 +204,10 @@ class CodeScorer(Scorer):
             )  # fmt: skip
         # One sandbox made ahead per slot: a run takes one already set up (never reused).
         sandbox = Sandbox(
-            isolation=o.isolation, run_as_uid=o.run_as_uid, prestart=o.max_concurrency
+            isolation=o.isolation,
+            run_as_uid=o.run_as_uid,
+            prestart=o.max_concurrency,
+            max_cases=o.cases_per_sandbox,
         )
         backend = LocalBackend(
             sandbox, limits=o.limits.limits(), compile_limits=o.compile_limits.limits(),

@@ -4,7 +4,8 @@ Isolation (``isolation: bwrap``): new user, PID, network (no interface but a loo
 its own), IPC, UTS and cgroup namespaces; no further user namespaces inside; a read-only
 ``/usr`` (interpreters, compilers and their libraries) and nothing else of the host's
 files (no ``/etc``, ``/home``, ``/root``, ``/proc`` of the host, no server files); a fresh
-size-limited tmpfs as ``/work`` (the current directory) and ``/tmp``; a cleared
+size-limited tmpfs as ``/work`` (the current directory), ``/tmp`` and ``/dev/shm``, and
+nothing else writable (bwrap's root and ``/dev`` are remounted read-only); a cleared
 environment; a new session (no terminal to inject into); a seccomp filter on x86_64
 (:mod:`referee.scorers.execution._seccomp` says what it refuses). When the server runs as root,
 bwrap runs as an unprivileged uid (``run_as_uid``), so the process limit holds (the
@@ -118,6 +119,7 @@ class Sandbox:
         ro_paths: Sequence[str] = ("/usr",),
         seccomp: bool = True,
         prestart: int = 0,
+        max_cases: int = 1,
     ) -> None:
         self.isolation = isolation
         self.seccomp = seccomp
@@ -127,6 +129,7 @@ class Sandbox:
         self._drop_to: int | None = run_as_uid if os.geteuid() == 0 else None
         self._root: tuple[str, ...] | None = None
         self.prestart = prestart
+        self.max_cases = max_cases
         self._pool = Pool(self._prepare_kind, prestart)
 
     # -- start-up check ----------------------------------------------------------------
@@ -187,12 +190,22 @@ class Sandbox:
     def command(
         self, argv: Sequence[str], *, work: Path, writable_work: bool, limits: Limits,
         binds: Mapping[str, str] = {}, status_fd: int | None = None,
-        seccomp_fd: int | None = None, block_fd: int | None = None,
+        seccomp_fd: int | None = None, block_fd: int | None = None, cases: bool = False,
     ) -> list[str]:  # fmt: skip
         """The full command line: bwrap (unless isolation is none), the limits (the
-        launcher, or prlimit), ``argv``."""
+        launcher, or prlimit), ``argv``. ``cases``: the launcher runs ``argv`` once per
+        case read from its stdin (:meth:`run_cases`; bwrap and the launcher only)."""
         helper = launcher()
-        if helper is not None:
+        if cases:
+            if helper is None or self.isolation != "bwrap":
+                raise ValueError("several cases in one sandbox need bwrap and the launcher")
+            limited = [
+                INSIDE, "cases", str(max(1, round(limits.cpu_s))), str(limits.memory_mb << 20),
+                str(limits.max_processes), str(limits.file_size_mb << 20),
+                str(limits.open_files), str(max(1, round(limits.wall_s * 1000))),
+                str(limits.output_bytes), str(_STDERR_CAP), *argv,
+            ]  # fmt: skip
+        elif helper is not None:
             cpu = max(1, round(limits.cpu_s))
             limited = [
                 helper if self.isolation == "none" else INSIDE, "limits", str(cpu),
@@ -210,14 +223,17 @@ class Sandbox:
             first = limited[0] if helper else shutil.which("prlimit", path=RUN_ENV["PATH"])
             return [*self._drop(first or "/usr/bin/prlimit"), *limited[1:]]
         cmd = list(self._root_options())
-        cmd += ["--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]
+        for path in ("/dev/shm", "/tmp"):
+            cmd += ["--size", str(limits.tmpfs_mb << 20), "--tmpfs", path]
         if writable_work:
             cmd += ["--bind", str(work), "/work"]
         else:
             cmd += ["--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/work"]
             for name, inside in binds.items():
                 cmd += ["--ro-bind", str(work / name), inside]
-        cmd += ["--chdir", "/work"]
+        # Only the size-limited tmpfs mounts stay writable: bwrap's own root and /dev are
+        # tmpfs without a size limit, which a program could fill with the host's memory.
+        cmd += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/work"]
         for option, fd in (("--json-status-fd", status_fd), ("--seccomp", seccomp_fd),
                            ("--block-fd", block_fd)):  # fmt: skip
             if fd is not None:
@@ -258,7 +274,7 @@ class Sandbox:
 
     def _prepare(
         self, argv: Sequence[str], *, work: Path | None, limits: Limits,
-        writable_work: bool = False, binds: Mapping[str, str] = {},
+        writable_work: bool = False, binds: Mapping[str, str] = {}, cases: bool = False,
     ) -> Prepared:  # fmt: skip
         """Start a sandbox for one run; bwrap waits on its block fd before the program.
         ``work`` None: the binds come from a staging directory of its own (empty files,
@@ -276,7 +292,7 @@ class Sandbox:
         passed = tuple(fd for fd in (status_w, block_r, seccomp_r) if fd is not None)
         cmd = self.command(argv, work=work, writable_work=writable_work, limits=limits,
                            binds=binds, status_fd=status_w, seccomp_fd=seccomp_r,
-                           block_fd=block_r)  # fmt: skip
+                           block_fd=block_r, cases=cases)  # fmt: skip
         try:
             child = Child(cmd, cwd=work, env={} if bwrap else RUN_ENV, pass_fds=passed)
         except (OSError, ValueError) as exc:
@@ -290,14 +306,79 @@ class Sandbox:
             for fd in passed:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        child.start_reading(limits.output_bytes, _STDERR_CAP)
+        if cases:  # the launcher's report: each case's output within its own caps
+            child.start_reading(self.max_cases * (limits.output_bytes + _STDERR_CAP + 256),
+                                _STDERR_CAP)  # fmt: skip
+        else:
+            child.start_reading(limits.output_bytes, _STDERR_CAP)
         return Prepared(child, status_r, block_w, staging)
 
     def _prepare_kind(self, kind: Hashable) -> Prepared:
-        argv, binds, limits = cast(
-            tuple[tuple[str, ...], tuple[tuple[str, str], ...], Limits], kind
+        argv, binds, limits, cases = cast(
+            tuple[tuple[str, ...], tuple[tuple[str, str], ...], Limits, bool], kind
         )
-        return self._prepare(argv, work=None, limits=limits, binds=dict(binds))
+        return self._prepare(argv, work=None, limits=limits, binds=dict(binds), cases=cases)
+
+    @property
+    def runs_cases(self) -> bool:
+        """Whether several cases can share a sandbox (:meth:`run_cases`)."""
+        return self.isolation == "bwrap" and self.max_cases > 1 and launcher() is not None
+
+    async def run_cases(
+        self, argv: Sequence[str], *, work: Path, limits: Limits, stdins: Sequence[bytes],
+        binds: Mapping[str, str] = {},
+    ) -> list[RunOutcome]:  # fmt: skip
+        """Run ``argv`` once per stdin, one after another, in one sandbox (at most
+        ``max_cases``): the launcher starts each case as a fresh process with the limits,
+        feeds its stdin, enforces its wall limit and output cap, then kills whatever it
+        left running and empties ``/work``, ``/tmp``, ``/dev/shm`` and System V IPC before
+        the next. The sandbox is set up once instead of once per case.
+
+        Returns the outcomes of the cases reported, in order: possibly fewer than
+        ``stdins``. The launcher stops after a case killed at its wall limit; a program
+        may kill it (it runs as the program's uid); a directory may resist emptying; the
+        sandbox may fail. The caller runs the rest each in a sandbox of its own
+        (:meth:`run`)."""
+        if not stdins:
+            return []
+        if len(stdins) > self.max_cases or not self.runs_cases:
+            raise ValueError(f"run_cases takes 1 to {self.max_cases} cases with bwrap")
+        kind = (tuple(argv), tuple(binds.items()), limits, True)
+        reported: list[RunOutcome] = []  # nothing reported: all run on their own
+        try:
+            box = (self._pool.take(kind) if self.prestart > 0 else None) or self._prepare_kind(kind)
+        except OSError:
+            box = None
+        if box is not None:
+            try:
+                box.stage(work, binds)
+            except OSError:
+                await box.discard()
+            else:
+                reported = await self._go_cases(box, limits, stdins)
+        return reported
+
+    async def _go_cases(
+        self, box: Prepared, limits: Limits, stdins: Sequence[bytes]
+    ) -> list[RunOutcome]:
+        framed = [f"{len(stdins)}\n".encode()]
+        for stdin in stdins:
+            framed += [f"{len(stdin)}\n".encode(), stdin]
+        try:
+            box.release()
+            box.child.feed(b"".join(framed))
+            # each case is held to its own wall limit by the launcher; this only catches
+            # a launcher that stopped (a program sent it SIGSTOP)
+            bound = len(stdins) * (limits.wall_s + 1.0) + 5.0
+            await asyncio.wait({box.child.exited}, timeout=bound)
+            if not box.child.exited.done():
+                kill_tree(box.child.pid)
+                await asyncio.wait({box.child.exited}, timeout=5.0)
+            else:
+                await box.child.output_closed(1.0)
+            return _parse_cases(bytes(box.child.out), len(stdins), limits)
+        finally:
+            await box.discard()
 
     async def run(
         self, argv: Sequence[str], *, work: Path, limits: Limits, stdin: bytes = b"",
@@ -309,7 +390,7 @@ class Sandbox:
         when ``prestart`` > 0. ``wall_s`` counts from the moment the program is let go."""
         try:
             if self.isolation == "bwrap" and not writable_work and self.prestart > 0:
-                kind = (tuple(argv), tuple(binds.items()), limits)
+                kind = (tuple(argv), tuple(binds.items()), limits, False)
                 box = self._pool.take(kind) or self._prepare_kind(kind)
                 try:
                     box.stage(work, binds)
@@ -361,20 +442,8 @@ class Sandbox:
     @staticmethod
     def _why_killed(pid: int, output_over: bool, limits: Limits) -> RunOutcome:
         if output_over:
-            return RunOutcome("output_limit", detail=f"more than {limits.output_bytes} "
-                              "bytes of output (truncated)")  # fmt: skip
-        cpu, waited = tree_usage(pid)
-        # Short of its CPU budget and kept waiting for a CPU a good part of the time: the
-        # host, not the program, ran out of time. (A tree that used its budget, even
-        # spread over many processes, or that slept, gets its verdict.)
-        if cpu < limits.cpu_s and waited > 0.25 * limits.wall_s:
-            return RunOutcome(
-                "overloaded",
-                detail=f"wall limit {limits.wall_s:g}s reached after {cpu:.2f}s of CPU and "
-                f"{waited:.2f}s waiting for a CPU: the host is overloaded",
-            )
-        return RunOutcome("time_limit", detail=f"wall-clock limit {limits.wall_s:g}s "
-                          f"({cpu:.2f}s of CPU)")  # fmt: skip
+            return _output_over(limits)
+        return _wall_verdict(*tree_usage(pid), limits)
 
     def _finished(self, code: int | None, out: bytes, err: bytes, wall: float,
                   box: Prepared) -> RunOutcome:  # fmt: skip
@@ -391,8 +460,70 @@ class Sandbox:
         # bwrap reports a signal as 128 + N; a direct child reports -N.
         sig = -code if code < 0 else (code - 128 if code > 128 else None)
         if sig is not None:
-            if sig in (signal.SIGXCPU, signal.SIGKILL):
-                return RunOutcome("time_limit", signal=sig, stdout=out, stderr=err,
-                                  wall_s=wall, detail="CPU time limit")  # fmt: skip
-            return RunOutcome("signalled", signal=sig, stdout=out, stderr=err, wall_s=wall)
+            return _signalled(sig, out, err, wall)
         return RunOutcome("finished", exit_code=code, stdout=out, stderr=err, wall_s=wall)
+
+
+def _output_over(limits: Limits) -> RunOutcome:
+    return RunOutcome("output_limit", detail=f"more than {limits.output_bytes} "
+                      "bytes of output (truncated)")  # fmt: skip
+
+
+def _wall_verdict(cpu: float, waited: float, limits: Limits) -> RunOutcome:
+    """A run killed at its wall limit after ``cpu`` seconds of CPU and ``waited`` seconds
+    waiting for one. Short of its CPU budget and kept waiting a good part of the time: the
+    host, not the program, ran out of time (no verdict). A tree that used its budget, even
+    spread over many processes, or that slept, gets its verdict."""
+    if cpu < limits.cpu_s and waited > 0.25 * limits.wall_s:
+        return RunOutcome(
+            "overloaded",
+            detail=f"wall limit {limits.wall_s:g}s reached after {cpu:.2f}s of CPU and "
+            f"{waited:.2f}s waiting for a CPU: the host is overloaded",
+        )
+    return RunOutcome("time_limit", detail=f"wall-clock limit {limits.wall_s:g}s "
+                      f"({cpu:.2f}s of CPU)")  # fmt: skip
+
+
+def _signalled(sig: int, out: bytes, err: bytes, wall: float) -> RunOutcome:
+    if sig in (signal.SIGXCPU, signal.SIGKILL):
+        return RunOutcome("time_limit", signal=sig, stdout=out, stderr=err, wall_s=wall,
+                          detail="CPU time limit")  # fmt: skip
+    return RunOutcome("signalled", signal=sig, stdout=out, stderr=err, wall_s=wall)
+
+
+def _parse_cases(report: bytes, count: int, limits: Limits) -> list[RunOutcome]:
+    """The launcher's report (a header line per case, then its stdout and stderr), as
+    outcomes, in order; it stops at the first case not reported whole (or not run)."""
+    outcomes: list[RunOutcome] = []
+    at = 0
+    while len(outcomes) < count:
+        end = report.find(b"\n", at)
+        if end < 0:
+            break
+        fields = report[at:end].split()
+        if len(fields) != 9 or fields[0] != b"case" or fields[1] != str(len(outcomes)).encode():
+            break  # "wiped-not": the next cases run in sandboxes of their own
+        kind = fields[2].decode(errors="replace")
+        try:
+            code, cpu_us, wait_us, wall_us, n_out, n_err = (int(f) for f in fields[3:])
+        except ValueError:
+            break
+        out = report[end + 1 : end + 1 + n_out]
+        err = report[end + 1 + n_out : end + 1 + n_out + n_err]
+        if len(out) != n_out or len(err) != n_err or kind == "error":
+            break
+        at = end + 1 + n_out + n_err
+        wall = wall_us / 1e6
+        if kind == "exit":
+            outcome = RunOutcome("finished", exit_code=code, stdout=out, stderr=err, wall_s=wall)
+        elif kind == "signal":
+            outcome = _signalled(code, out, err, wall)
+        elif kind in ("wall", "output"):
+            why = (_output_over(limits) if kind == "output"
+                   else _wall_verdict(cpu_us / 1e6, wait_us / 1e6, limits))  # fmt: skip
+            outcome = RunOutcome(why.status, stdout=out, stderr=err, wall_s=wall,
+                                 detail=why.detail)  # fmt: skip
+        else:
+            break
+        outcomes.append(outcome)
+    return outcomes
