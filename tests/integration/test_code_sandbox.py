@@ -432,3 +432,30 @@ def test_the_case_runner_refuses_to_run_outside_a_sandbox() -> None:
         input=b"1\n0\n", capture_output=True, timeout=10, check=False,
     )  # fmt: skip
     assert done.returncode == 127 and b"only in a sandbox" in done.stderr, done
+
+
+async def test_a_host_where_cases_cannot_share_a_sandbox_runs_each_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The start-up check runs two cases through the launcher; a launcher that reports
+    # nothing (here: it is told to run as pid 1, i.e. bwrap's --as-pid-1 layout) makes
+    # the scorer say so and give each case a sandbox of its own, with the same verdicts.
+    from referee.scorers.execution import sandbox as sandbox_module
+
+    real = sandbox_module.Sandbox.command
+
+    def as_pid_1(self: Sandbox, argv: object, **kwargs: object) -> list[str]:
+        cmd = real(self, argv, **kwargs)  # type: ignore[arg-type]
+        return [*cmd[: cmd.index("--")], "--as-pid-1", *cmd[cmd.index("--") :]]
+
+    monkeypatch.setattr(sandbox_module.Sandbox, "command", as_pid_1)
+    s = CodeScorer("code", CodeScorer.Options(limits={"cpu_s": 1, "wall_s": 5}))
+    await s.setup()
+    try:
+        assert "cannot share a sandbox" in caplog.text
+        [result] = await s.score_batch(
+            [item("import os\na, b = map(int, input().split())\nprint(a + b + os.getpid() - 1)")]
+        )
+    finally:
+        await s.close()
+    assert result.value == 1.0, result  # each case was pid 1 of a sandbox of its own

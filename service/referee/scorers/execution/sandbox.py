@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -58,6 +59,8 @@ __all__ = [
     "Sandbox",
     "SandboxUnavailableError",
 ]
+
+log = logging.getLogger(__name__)
 
 RUN_ENV: dict[str, str] = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -169,6 +172,23 @@ class Sandbox:
                 "container, a seccomp/AppArmor profile that allows unshare and mount), or "
                 "set `isolation: none` to run code WITHOUT isolation"
             )
+        if self.runs_cases:
+            await self._check_cases()
+
+    async def _check_cases(self) -> None:
+        """Several cases in one sandbox rely on the launcher being the first process of its
+        PID namespace. Where that does not hold, every case would still get its verdict
+        (from a sandbox of its own), only more slowly: say so once, and don't try."""
+        with WorkDir(self._drop_to) as work:
+            outcomes = await self.run_cases(["/bin/true"], work=work, limits=Limits(),
+                                            stdins=[b"", b""])  # fmt: skip
+        if [o.status for o in outcomes] != ["finished", "finished"]:
+            log.warning(
+                "several test cases cannot share a sandbox on this host (the launcher did not "
+                "report them: %s); each case gets a sandbox of its own, more slowly",
+                "; ".join(o.detail or o.status for o in outcomes) or "no report",
+            )
+            self.max_cases = 1
 
     def work_dir(self) -> WorkDir:
         """A private host directory for one item's files (sources, a compiled binary)."""
