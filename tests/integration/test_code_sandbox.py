@@ -348,76 +348,111 @@ async def test_fail_fast_stops_at_the_first_failing_case_and_reward_all() -> Non
 
 
 # Each case checks that nothing an earlier case of its item left is there (files in
-# /work, /tmp and /dev/shm, a System V shared memory segment, a process), leaves all of
-# those behind, and prints its parent's pid: 2 is the launcher that runs an item's cases
-# one after another in one sandbox (a sandbox of its own per case would show 1, bwrap's
-# init), so the expected output also proves that the cases did share a sandbox.
+# /work, /tmp and /dev/shm, their directories' times and extended attributes, a System V
+# shared memory segment, a POSIX message queue, a process), leaves all of those behind,
+# and says whether its pid is above 2: the program is pid 2 of a sandbox of its own (pid 1
+# is the launcher), so only cases that followed others in one sandbox say "shared". The
+# expected output proves that the cases did share a sandbox.
 LEFTOVERS = """\
 import ctypes, os, subprocess
 seen = [p for p in ("/work/left", "/tmp/left", "/dev/shm/left") if os.path.exists(p)]
 others = [pid for pid in os.listdir("/proc") if pid.isdigit()
-          and int(pid) not in (1, os.getpid(), os.getppid())]
+          and int(pid) not in (1, os.getpid())]
 libc = ctypes.CDLL(None, use_errno=True)
 if libc.shmget(4242, 4096, 0o600) != -1:
     seen.append("shm")
+if libc.mq_open(b"/left", os.O_RDWR, 0o600, None) != -1:
+    seen.append("mqueue")
+if os.stat("/tmp").st_mtime_ns == 4242 * 10**9 or os.listxattr("/tmp"):
+    seen.append("/tmp itself")
 for path in ("/work/left", "/tmp/left", "/dev/shm/left"):
     open(path, "w").write("x")
 os.mkdir("/tmp/locked"); open("/tmp/locked/f", "w").close(); os.chmod("/tmp/locked", 0)
 libc.shmget(4242, 4096, 0o1000 | 0o600)
+libc.mq_open(b"/left", os.O_RDWR | os.O_CREAT, 0o600, None)
+os.setxattr("/tmp", "user.left", b"x"); os.utime("/tmp", ns=(4242 * 10**9, 4242 * 10**9))
 subprocess.Popen(["sleep", "30"], start_new_session=True)
-print("clean" if not seen and not others else f"left {seen} {others}", os.getppid())
+print("clean" if not seen and not others else f"left {seen} {others}",
+      "shared" if os.getpid() > 2 else "alone")
 """
 
 
 async def test_the_cases_of_an_item_share_a_sandbox_and_nothing_else(scorer: CodeScorer) -> None:
-    tests = {"inputs": ["", "", ""], "outputs": ["clean 2\n"] * 3}
+    tests = {"inputs": ["", "", ""], "outputs": ["clean alone\n"] + ["clean shared\n"] * 2}
     [result] = await scorer.score_batch([item(LEFTOVERS, tests)])
     assert result.value == 1.0, result
     assert sandbox_processes() == [], "a case's background process survived the item"
 
 
-async def test_a_program_that_stops_or_kills_the_case_runner_gets_single_run_verdicts() -> None:
-    # The launcher runs as the program's uid, so a program can signal it. Killed, it
-    # reports no more cases; stopped, it is killed at the item's bound. The cases it did
-    # not report run again in sandboxes of their own (their parent, bwrap's init, ignores
-    # such signals from inside): the verdicts are those a sandbox per case gives.
-    killer = (
-        "import os\nos.kill(os.getppid(), {sig})\na, b = map(int, input().split())\nprint(a + b)"
+async def test_a_program_cannot_stop_kill_or_rewrite_the_case_runner() -> None:
+    # The launcher is pid 1 of the sandbox and runs as the program's uid. The kernel
+    # drops signals sent to a namespace's init from inside, and the launcher is not
+    # dumpable, so its memory (/proc/1/mem) and pipes (/proc/1/fd) are not the program's
+    # to open: it could otherwise forge the report of every case. Each case prints what
+    # it managed; all must say "no" and every case must still be reported.
+    probe = (
+        "import os, signal\nopened = []\n"
+        "for path in ('/proc/1/mem', '/proc/1/fd/0', '/proc/1/fd/1', '/proc/1/fd/2'):\n"
+        "    try:\n        os.close(os.open(path, os.O_RDWR))\n        opened.append(path)\n"
+        "    except OSError:\n        pass\n"
+        "for sig in (signal.SIGSTOP, signal.SIGTERM, signal.SIGKILL):\n"
+        "    os.kill(1, sig)\n"
+        "print('no' if not opened else opened, os.getppid(),"
+        " 'shared' if os.getpid() > 2 else 'alone')"
     )
     everyone = "import os\nos.kill(-1, 9)\nprint('survived')"
     s = CodeScorer("code", CodeScorer.Options(limits={"cpu_s": 1, "wall_s": 1.5}))
     await s.setup()
     try:
         started = time.monotonic()
-        killed, stopped, all_killed = await s.score_batch([
-            item(killer.format(sig=9)), item(killer.format(sig=19)),
+        probed, all_killed = await s.score_batch([
+            item(probe, {"inputs": ["", "", ""],
+                         "outputs": ["no 1 alone\n"] + ["no 1 shared\n"] * 2}),
             item(everyone, {"inputs": ["", ""], "outputs": ["survived\n"] * 2}),
         ])  # fmt: skip
         elapsed = time.monotonic() - started
     finally:
         await s.close()
-    assert killed.value == 1.0 and stopped.value == 1.0, (killed, stopped)
-    # alone in its PID namespace, kill(-1) finds no one to signal: ESRCH, exit 1
+    assert probed.value == 1.0, probed
+    # kill(-1) spares pid 1 and the caller: alone in its namespace, it finds no one (ESRCH)
     assert verdict(all_killed) == "runtime_error", all_killed
-    assert elapsed < 40  # the stopped launcher: 2 x (1.5 + 1) + 5 s, then the single runs
+    assert elapsed < 20
     assert sandbox_processes() == [], "a stopped or orphaned process was left behind"
 
 
-async def test_a_case_cannot_reach_the_case_runners_pipes(scorer: CodeScorer) -> None:
-    # The launcher's stdout carries every case's report to the server; a case that could
-    # write to it could forge another case's verdict. It is not dumpable: its /proc
-    # entries are not the program's to open.
-    probe = (
-        "import os\nppid = os.getppid()\nopened = []\n"
-        "for fd in (0, 1, 2):\n"
-        "    try:\n        os.close(os.open(f'/proc/{ppid}/fd/{fd}', os.O_WRONLY))\n"
-        "        opened.append(fd)\n    except OSError:\n        pass\n"
-        "print('blocked' if not opened else f'opened {opened}', ppid)"
+async def test_a_case_that_changes_what_the_next_inherits_ends_the_shared_sandbox(
+    scorer: CodeScorer,
+) -> None:
+    # A case can lower pid 1's priority (or its rlimits, CPU affinity, scheduling policy)
+    # through their shared uid; the next case would inherit it. The launcher checks before
+    # every case and stops there; the remaining cases run in sandboxes of their own.
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # what a sandbox started from here inherits
+    changer = (
+        "import os\nprint(os.getpriority(os.PRIO_PROCESS, 0))\n"
+        "os.setpriority(os.PRIO_PROCESS, 1, 19)"
     )
     [result] = await scorer.score_batch(
-        [item(probe, {"inputs": ["", ""], "outputs": ["blocked 2\n"] * 2})]
+        [item(changer, {"inputs": ["", "", ""], "outputs": [f"{base}\n"] * 3})]
     )
-    assert result.value == 1.0, result
+    assert result.value == 1.0, result  # every case at the priority it started with
+
+
+async def test_a_program_crowding_its_own_cpu_gets_a_time_limit_not_overloaded() -> None:
+    # Overloaded means the host kept the program from a CPU. Processes pinned to one CPU
+    # keep each other waiting too; more processes than CPUs to run on get their verdict.
+    crowd = (
+        "import os\nos.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "for _ in range(3):\n    if os.fork() == 0:\n        break\n"
+        "while True:\n    pass"
+    )
+    s = CodeScorer("code", CodeScorer.Options(limits={"cpu_s": 5, "wall_s": 1.5}))
+    await s.setup()
+    try:
+        single, shared = await s.score_batch([item(crowd, secret_tests("x")), item(crowd)])
+    finally:
+        await s.close()
+    assert verdict(single) == "time_limit", single
+    assert verdict(shared) == "time_limit", shared
 
 
 def test_the_case_runner_refuses_to_run_outside_a_sandbox() -> None:
@@ -438,24 +473,25 @@ async def test_a_host_where_cases_cannot_share_a_sandbox_runs_each_alone(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The start-up check runs two cases through the launcher; a launcher that reports
-    # nothing (here: it is told to run as pid 1, i.e. bwrap's --as-pid-1 layout) makes
-    # the scorer say so and give each case a sandbox of its own, with the same verdicts.
+    # nothing (here: bwrap keeps its own init as pid 1, so the launcher is pid 2 and
+    # refuses) makes the scorer say so and give each case a sandbox of its own, with the
+    # same verdicts.
     from referee.scorers.execution import sandbox as sandbox_module
 
     real = sandbox_module.Sandbox.command
 
-    def as_pid_1(self: Sandbox, argv: object, **kwargs: object) -> list[str]:
+    def bwrap_init(self: Sandbox, argv: object, **kwargs: object) -> list[str]:
         cmd = real(self, argv, **kwargs)  # type: ignore[arg-type]
-        return [*cmd[: cmd.index("--")], "--as-pid-1", *cmd[cmd.index("--") :]]
+        return [arg for arg in cmd if arg != "--as-pid-1"]
 
-    monkeypatch.setattr(sandbox_module.Sandbox, "command", as_pid_1)
+    monkeypatch.setattr(sandbox_module.Sandbox, "command", bwrap_init)
     s = CodeScorer("code", CodeScorer.Options(limits={"cpu_s": 1, "wall_s": 5}))
     await s.setup()
     try:
         assert "cannot share a sandbox" in caplog.text
         [result] = await s.score_batch(
-            [item("import os\na, b = map(int, input().split())\nprint(a + b + os.getpid() - 1)")]
+            [item("import os\na, b = map(int, input().split())\nprint(a + b + os.getpid() - 2)")]
         )
     finally:
         await s.close()
-    assert result.value == 1.0, result  # each case was pid 1 of a sandbox of its own
+    assert result.value == 1.0, result  # each case was pid 2 of a sandbox of its own

@@ -13,8 +13,9 @@ LIMITS = Limits(cpu_s=2, wall_s=5, output_bytes=10)
 
 
 def case(index: int, kind: str, code: int, out: bytes = b"", err: bytes = b"",
-         cpu_us: int = 0, wait_us: int = 0) -> bytes:  # fmt: skip
-    header = f"case {index} {kind} {code} {cpu_us} {wait_us} 12000 {len(out)} {len(err)}\n"
+         cpu_us: int = 0, wait_us: int = 0, procs: int = 1, cpus: int = 2) -> bytes:  # fmt: skip
+    header = (f"case {index} {kind} {code} {cpu_us} {wait_us} 12000 {procs} {cpus} "
+              f"{len(out)} {len(err)}\n")  # fmt: skip
     return header.encode() + out + err
 
 
@@ -27,11 +28,14 @@ def test_every_kind_of_end_becomes_its_outcome() -> None:
         case(4, "output", 0, b"x" * 10),
         case(5, "wall", 0, b"partial", cpu_us=300_000, wait_us=100_000),
         case(6, "wall", 0, cpu_us=200_000, wait_us=3_000_000),
+        # the same wait, but among more processes than the CPUs they could run on: the
+        # program may have crowded itself, so it gets its verdict
+        case(7, "wall", 0, cpu_us=200_000, wait_us=3_000_000, procs=3, cpus=2),
     ])  # fmt: skip
-    outcomes = _parse_cases(report, 7, LIMITS)
+    outcomes = _parse_cases(report, 8, LIMITS)
     assert [o.status for o in outcomes] == [
         "finished", "finished", "signalled", "time_limit", "output_limit", "time_limit",
-        "overloaded",
+        "overloaded", "time_limit",
     ]  # fmt: skip
     assert outcomes[0].stdout == b"3\n" and outcomes[0].exit_code == 0
     assert outcomes[1].exit_code == 1 and outcomes[1].stderr == b"Traceback\n"
@@ -47,7 +51,9 @@ def test_the_report_stops_at_the_first_case_not_reported_whole() -> None:
     assert len(_parse_cases(whole + b"case 1 exit 0 0 0", 3, LIMITS)) == 1  # no newline
     assert len(_parse_cases(whole + case(2, "exit", 0), 3, LIMITS)) == 1  # skipped index
     assert len(_parse_cases(whole + b"wiped-not 1\n", 3, LIMITS)) == 1
+    assert len(_parse_cases(whole + b"changed 1\n", 3, LIMITS)) == 1
     assert len(_parse_cases(whole + case(1, "error", 0), 3, LIMITS)) == 1
-    assert len(_parse_cases(whole + b"case 1 exit x 0 0 0 0 0\n", 3, LIMITS)) == 1
+    assert len(_parse_cases(whole + b"case 1 exit x 0 0 0 0 0 0 0\n", 3, LIMITS)) == 1
+    assert len(_parse_cases(whole + b"case 1 exit 0 0 0 0 0 0\n", 3, LIMITS)) == 1  # old form
     assert len(_parse_cases(whole + case(1, "exit", 0) + case(2, "exit", 0), 2, LIMITS)) == 2
     assert _parse_cases(b"", 2, LIMITS) == []

@@ -13,9 +13,11 @@ kernel exempts root from it).
 
 The uid drop and the limits are the job of a small launcher compiled at start-up
 (:mod:`referee.scorers.execution._launcher`; ``setpriv`` and ``prlimit`` where there is no
-C compiler). Runs that only read their files take a sandbox made ahead
-(:mod:`referee.scorers.execution._pool`, ``prestart`` per kind of run): set up, waiting
-just before its program, and used for that one run only.
+C compiler), which is also the sandbox's pid 1 (``--as-pid-1``): not dumpable, unlike
+bwrap's own init, so the program cannot write into it through ``/proc/1/mem``. Runs
+that only read their files take a sandbox made ahead (:mod:`referee.scorers.execution._pool`,
+``prestart`` per kind of run): set up, waiting just before its program, and used for that
+one run only.
 
 Limits, set inside the namespace just before the program (so the process count is this
 run's own):
@@ -28,7 +30,11 @@ program's main process exits.
 A wall-clock kill is a verdict (``time_limit``) only when the program itself spent the
 time (sleeping, blocked, or using its whole CPU budget across processes); when it had used
 less than its CPU budget and spent over a quarter of the wall limit waiting for a CPU (the
-host is overloaded), the run is ``overloaded``: no verdict, retry later.
+host is overloaded), the run is ``overloaded``: no verdict, retry later; unless it had
+more processes alive than CPUs to run them on, and so may have kept itself waiting.
+
+:meth:`Sandbox.run_cases` runs several stdin cases of one item one after another in one
+sandbox (the launcher's ``cases`` mode).
 """
 
 from __future__ import annotations
@@ -270,6 +276,8 @@ class Sandbox:
                 "--unshare-all", "--unshare-user", "--disable-userns",
                 "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
             ]  # fmt: skip
+            if helper is not None:  # the launcher is the sandbox's pid 1 (_launcher.py)
+                cmd.append("--as-pid-1")
             for key, value in RUN_ENV.items():
                 cmd += ["--setenv", key, value]
             for path in self.ro_paths:
@@ -279,7 +287,7 @@ class Sandbox:
                     cmd += ["--symlink", f"usr/{name}", f"/{name}"]
             if helper is not None:
                 cmd += ["--ro-bind", helper, INSIDE]
-            cmd += ["--proc", "/proc", "--dev", "/dev"]
+            cmd += ["--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue"]
             self._root = tuple(cmd)
         return self._root
 
@@ -459,11 +467,11 @@ class Sandbox:
                               wall_s=wall, detail=killed.detail)  # fmt: skip
         return self._finished(waiter.result(), out, err, wall, box)
 
-    @staticmethod
-    def _why_killed(pid: int, output_over: bool, limits: Limits) -> RunOutcome:
+    def _why_killed(self, pid: int, output_over: bool, limits: Limits) -> RunOutcome:
         if output_over:
             return _output_over(limits)
-        return _wall_verdict(*tree_usage(pid), limits)
+        skip = 2 if self.isolation == "bwrap" else 0  # bwrap, the sandbox's pid 1
+        return _wall_verdict(*tree_usage(pid, skip), limits)
 
     def _finished(self, code: int | None, out: bytes, err: bytes, wall: float,
                   box: Prepared) -> RunOutcome:  # fmt: skip
@@ -489,12 +497,15 @@ def _output_over(limits: Limits) -> RunOutcome:
                       "bytes of output (truncated)")  # fmt: skip
 
 
-def _wall_verdict(cpu: float, waited: float, limits: Limits) -> RunOutcome:
+def _wall_verdict(cpu: float, waited: float, procs: int, cpus: int, limits: Limits) -> RunOutcome:
     """A run killed at its wall limit after ``cpu`` seconds of CPU and ``waited`` seconds
-    waiting for one. Short of its CPU budget and kept waiting a good part of the time: the
-    host, not the program, ran out of time (no verdict). A tree that used its budget, even
-    spread over many processes, or that slept, gets its verdict."""
-    if cpu < limits.cpu_s and waited > 0.25 * limits.wall_s:
+    waiting for one, with ``procs`` processes alive that could use ``cpus`` CPUs. Short of
+    its CPU budget and kept waiting a good part of the time: the host, not the program, ran
+    out of time (no verdict). A tree that used its budget, even spread over many processes,
+    or that slept, gets its verdict; so does one with more processes than CPUs to run them
+    on, which may have kept itself waiting (a program must not be able to dodge a verdict
+    by crowding its own CPUs)."""
+    if cpu < limits.cpu_s and waited > 0.25 * limits.wall_s and procs <= max(cpus, 1):
         return RunOutcome(
             "overloaded",
             detail=f"wall limit {limits.wall_s:g}s reached after {cpu:.2f}s of CPU and "
@@ -521,11 +532,11 @@ def _parse_cases(report: bytes, count: int, limits: Limits) -> list[RunOutcome]:
         if end < 0:
             break
         fields = report[at:end].split()
-        if len(fields) != 9 or fields[0] != b"case" or fields[1] != str(len(outcomes)).encode():
-            break  # "wiped-not": the next cases run in sandboxes of their own
+        if len(fields) != 11 or fields[0] != b"case" or fields[1] != str(len(outcomes)).encode():
+            break  # "wiped-not", "changed": the next cases run in sandboxes of their own
         kind = fields[2].decode(errors="replace")
         try:
-            code, cpu_us, wait_us, wall_us, n_out, n_err = (int(f) for f in fields[3:])
+            code, cpu_us, wait_us, wall_us, procs, cpus, n_out, n_err = (int(f) for f in fields[3:])
         except ValueError:
             break
         out = report[end + 1 : end + 1 + n_out]
@@ -539,8 +550,8 @@ def _parse_cases(report: bytes, count: int, limits: Limits) -> list[RunOutcome]:
         elif kind == "signal":
             outcome = _signalled(code, out, err, wall)
         elif kind in ("wall", "output"):
-            why = (_output_over(limits) if kind == "output"
-                   else _wall_verdict(cpu_us / 1e6, wait_us / 1e6, limits))  # fmt: skip
+            why = (_output_over(limits) if kind == "output" else
+                   _wall_verdict(cpu_us / 1e6, wait_us / 1e6, procs, cpus, limits))  # fmt: skip
             outcome = RunOutcome(why.status, stdout=out, stderr=err, wall_s=wall,
                                  detail=why.detail)  # fmt: skip
         else:
