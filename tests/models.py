@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "IDEFICS3_CHAT_TEMPLATE",
     "VLM_CHAT_TEMPLATE",
     "colour_square",
     "minilm_dir",
@@ -23,9 +24,10 @@ __all__ = [
     "save_smollm",
     "save_smollm_classifier",
     "save_tiny_clip",
+    "save_tiny_idefics3",
     "save_tiny_llava",
     "save_tiny_llava_classifier",
-    "save_tiny_llava_judge",
+    "save_tiny_vlm_judge",
     "smollm_gguf",
 ]
 
@@ -118,16 +120,13 @@ _VLM_CORPUS = [
 ]
 
 
-def save_tiny_llava(target: Path, seed: int = 0) -> Path:
-    """A tiny LLaVA (a 2-layer CLIP vision tower, a 2-layer Llama text tower, 28x28 images
-    as 4 tokens) built from its config with a fixed seed, saved with its processor (a BPE
-    tokenizer trained here on a few sentences, the PIL CLIP image processor, a chat
-    template over content parts). Loaded by the same code that loads a hub id."""
-    import torch
+def _tiny_bpe_tokenizer(special: list[str], chat_template: str, **named: Any) -> Any:
+    """A byte-level BPE tokenizer trained here on a few sentences (no download), with
+    ``special`` tokens first (ids 0, 1, ...) and the chat template; ``named`` are the
+    tokenizer's named tokens (``bos_token=...``, ``extra_special_tokens=...``)."""
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    special = ["<pad>", "<s>", "</s>", "<image>", "<|im_start|>", "<|im_end|>"]
     bpe = Tokenizer(models.BPE())
     # digits one by one, apart from spaces (as Llama 3 and SmolLM2 do): "Score: 5" is the
     # tokens of "Score: " then "5", so a verdict is read right after the judge's prefix
@@ -141,30 +140,61 @@ def save_tiny_llava(target: Path, seed: int = 0) -> Path:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )  # fmt: skip
     bpe.train_from_iterator(_VLM_CORPUS * 4, trainer)
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>",
-        extra_special_tokens={"image_token": "<image>"}, chat_template=VLM_CHAT_TEMPLATE,
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe, chat_template=chat_template, **named
+    )
+
+
+def _tiny_llama_config(tokenizer: Any, width: int) -> Any:
+    """The text tower of the tiny VLMs: a 2-layer Llama of ``width`` (two query heads, one
+    key-value head) over ``tokenizer``'s vocabulary."""
+    import transformers
+
+    return transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+
+
+def _seeded_model(cls: Any, config: Any, seed: int) -> Any:
+    """``cls`` built from ``config`` with seeded weights of a wide spread (the logits too):
+    a wrong token or image shows clearly."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = cls(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("weight") and param.dim() == 2:
+                param.normal_(0.0, 0.2)
+    return model
+
+
+def save_tiny_llava(target: Path, seed: int = 0) -> Path:
+    """A tiny LLaVA (a 2-layer CLIP vision tower, a 2-layer Llama text tower, 28x28 images
+    as 4 tokens) built from its config with a fixed seed, saved with its processor (a BPE
+    tokenizer trained here on a few sentences, the PIL CLIP image processor, a chat
+    template over content parts). Loaded by the same code that loads a hub id."""
+    import transformers
+
+    special = ["<pad>", "<s>", "</s>", "<image>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = _tiny_bpe_tokenizer(
+        special, VLM_CHAT_TEMPLATE, bos_token="<s>", eos_token="<|im_end|>",
+        pad_token="<pad>", extra_special_tokens={"image_token": "<image>"},
     )  # fmt: skip
     config = transformers.LlavaConfig(
         vision_config=transformers.CLIPVisionConfig(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
             image_size=28, patch_size=14, projection_dim=32,
         ),
-        text_config=transformers.LlamaConfig(
-            vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=64,
-            num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-            max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
-            eos_token_id=bpe.token_to_id("<|im_end|>"),
-        ),
-        image_token_id=bpe.token_to_id("<image>"), vision_feature_select_strategy="default",
-        vision_feature_layer=-1, projector_hidden_act="gelu",
+        text_config=_tiny_llama_config(tokenizer, width=32),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+        projector_hidden_act="gelu",
     )  # fmt: skip
-    torch.manual_seed(seed)
-    model = transformers.LlavaForConditionalGeneration(config)
-    with torch.no_grad():  # spread the logits: a wrong token or image shows clearly
-        for name, param in model.named_parameters():
-            if name.endswith("weight") and param.dim() == 2:
-                param.normal_(0.0, 0.2)
+    model = _seeded_model(transformers.LlavaForConditionalGeneration, config, seed)
     model.save_pretrained(target)
     image_processor = transformers.CLIPImageProcessorPil(
         size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}
@@ -173,6 +203,61 @@ def save_tiny_llava(target: Path, seed: int = 0) -> Path:
         image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
         vision_feature_select_strategy="default", chat_template=VLM_CHAT_TEMPLATE,
         num_additional_image_tokens=1,
+    )  # fmt: skip
+    processor.save_pretrained(target)
+    return target
+
+
+# Idefics3/SmolVLM-style chat template: "User:<image>text<end_of_utterance>\n", then
+# "Assistant:"; parts written as they are, so a judge's prefix after the generation prompt
+# reads as the start of the assistant's text.
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}:"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def save_tiny_idefics3(target: Path, seed: int = 0) -> Path:
+    """A tiny Idefics3 (the SmolVLM architecture: a 2-layer SigLIP-style vision tower of
+    width 32, a pixel-shuffle connector, a 2-layer Llama text tower of width 64; a 28x28
+    image, not split, as 4 tokens between its markers) built from its config with a fixed
+    seed, saved with its processor (a BPE tokenizer trained here with Idefics3's special
+    tokens, the PIL image processor, a chat template over content parts). It needs no
+    torchvision in transformers or in vLLM, where LLaVA does (vLLM's LLaVA imports its
+    Pixtral module)."""
+    import transformers
+
+    special = ["<pad>", "<|im_start|>", "<end_of_utterance>", "<image>",
+               "<fake_token_around_image>", "<global-img>"]  # fmt: skip
+    tokenizer = _tiny_bpe_tokenizer(
+        special, IDEFICS3_CHAT_TEMPLATE, bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>", pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+    )  # fmt: skip
+    image_size, patch_size, scale_factor = 28, 7, 2
+    config = transformers.Idefics3Config(
+        vision_config=transformers.Idefics3VisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=image_size, patch_size=patch_size,
+        ),
+        # heads of 32 in the text tower: the smallest vLLM's CPU attention takes
+        text_config=_tiny_llama_config(tokenizer, width=64),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=scale_factor, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    model = _seeded_model(transformers.Idefics3ForConditionalGeneration, config, seed)
+    model.save_pretrained(target)
+    image_processor = transformers.Idefics3ImageProcessorPil(
+        size={"longest_edge": image_size}, max_image_size={"longest_edge": image_size},
+        do_image_splitting=False,
+    )  # fmt: skip
+    processor = transformers.Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer,
+        image_seq_len=(image_size // patch_size) ** 2 // scale_factor**2,
+        chat_template=IDEFICS3_CHAT_TEMPLATE,
     )  # fmt: skip
     processor.save_pretrained(target)
     return target
@@ -210,13 +295,14 @@ def colour_square(red: bool, seed: int) -> Any:
     return Image.frombytes("RGB", (w, h), pixels)
 
 
-def save_tiny_llava_judge(
-    target: Path, llava_dir: Path, steps: int = 60, batch: int = 8, seed: int = 0
+def save_tiny_vlm_judge(
+    target: Path, vlm_dir: Path, steps: int = 60, batch: int = 8, seed: int = 0
 ) -> Path:
-    """The tiny LLaVA taught, in a few seconds of seeded training, to answer a judge's
-    question about an image with "Score: 5" for a mostly red image and "Score: 1" for a
-    mostly blue one: a VLM judge whose verdicts are among its likely tokens and depend on
-    the image it is shown (so a test can tell the image reached the model)."""
+    """A tiny VLM (``save_tiny_llava``, ``save_tiny_idefics3``) taught, in a few seconds of
+    seeded training, to answer a judge's question about an image with "Score: 5" for a
+    mostly red image and "Score: 1" for a mostly blue one: a VLM judge whose verdicts are
+    among its likely tokens and depend on the image it is shown (so a test can tell the
+    image reached the model)."""
     import random
 
     import torch
@@ -224,8 +310,8 @@ def save_tiny_llava_judge(
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    processor = transformers.AutoProcessor.from_pretrained(str(llava_dir))
-    model = transformers.LlavaForConditionalGeneration.from_pretrained(str(llava_dir))
+    processor = transformers.AutoProcessor.from_pretrained(str(vlm_dir))
+    model = transformers.AutoModelForImageTextToText.from_pretrained(str(vlm_dir))
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     from referee.scorers.judge.options import JudgeOptions
@@ -233,7 +319,7 @@ def save_tiny_llava_judge(
 
     # The judge's own prompts (system turn, image under its label, pointwise 1-5 template),
     # as logprobs mode asks ("Score: N" only) and as parse/vote modes ask (critique first).
-    judges = [JudgePrompt(JudgeOptions(model=str(llava_dir), scale=(1, 5), mode=mode))
+    judges = [JudgePrompt(JudgeOptions(model=str(vlm_dir), scale=(1, 5), mode=mode))
               for mode in ("logprobs", "parse")]  # fmt: skip
     questions = ["What is in the picture?", "Describe the image.", "Is the square red?", ""]
     answers = ["A red square.", "A blue square.", "A square.", "", "Paris.", "x" * 11]

@@ -13,19 +13,24 @@ import sys
 
 from referee.scorers import scorer_class
 from referee.scorers.base import ScoreInput
+from referee_client.schema import RewardItem
 from tests.models import colour_square
 
 Q = "What is in the picture?"
 
 
 def items() -> list[ScoreInput]:
+    """Chat items with one image in the user turn, red for even ids and blue for odd ones,
+    as the server sees them: built by the SDK (each PIL image encoded as PNG) and
+    normalised, so the image is the item's (``prompt_images``), not only a message part."""
     out = []
     for i in range(4):
-        image = {"type": "image", "image": colour_square(i % 2 == 0, 1000 + i)}
-        messages = ({"role": "user", "content": [image, {"type": "text", "text": Q}]},
-                    {"role": "assistant", "content": "A square."})  # fmt: skip
-        out.append(ScoreInput(id=f"i{i}", prompt=Q, response="A square.", reference=None,
-                              group=None, messages=messages, metadata=None))  # fmt: skip
+        image = {"type": "image_url", "image_url": colour_square(i % 2 == 0, 1000 + i)}
+        item = RewardItem(id=f"i{i}", messages=[
+            {"role": "user", "content": [image, {"type": "text", "text": Q}]},
+            {"role": "assistant", "content": "A square."},
+        ])  # fmt: skip
+        out.append(ScoreInput.from_item(item))
     return out
 
 
