@@ -356,7 +356,8 @@ static int restore_writable(void) {
     ssize_t n = flistxattr(fd, names, sizeof names);
     if (n < 0 && errno != ENOTSUP) left = -1;
     for (ssize_t at = 0; at < n; at += (ssize_t)strlen(names + at) + 1) {
-      if (fremovexattr(fd, names + at) != 0) left = -1;
+      /* user.* are the ones a program can set (security.* labels are the host's) */
+      if (strncmp(names + at, "user.", 5) == 0 && fremovexattr(fd, names + at) != 0) left = -1;
     }
     struct timespec times[2] = {found[i].st_atim, found[i].st_mtim};
     if (wipe(dup(fd), 0) != 0) left = -1;
