@@ -187,7 +187,7 @@ class Sandbox:
         (from a sandbox of its own), only more slowly: say so once, and don't try."""
         with WorkDir(self._drop_to) as work:
             outcomes = await self.run_cases(["/bin/true"], work=work, limits=Limits(),
-                                            stdins=[b"", b""])  # fmt: skip
+                                            stdins=[b"", b""], ahead=False)  # fmt: skip
         if [o.status for o in outcomes] != ["finished", "finished"]:
             log.warning(
                 "several test cases cannot share a sandbox on this host (the launcher did not "
@@ -354,19 +354,20 @@ class Sandbox:
 
     async def run_cases(
         self, argv: Sequence[str], *, work: Path, limits: Limits, stdins: Sequence[bytes],
-        binds: Mapping[str, str] = {},
+        binds: Mapping[str, str] = {}, ahead: bool = True,
     ) -> list[RunOutcome]:  # fmt: skip
         """Run ``argv`` once per stdin, one after another, in one sandbox (at most
-        ``max_cases``): the launcher starts each case as a fresh process with the limits,
-        feeds its stdin, enforces its wall limit and output cap, then kills whatever it
-        left running and empties ``/work``, ``/tmp``, ``/dev/shm`` and System V IPC before
-        the next. The sandbox is set up once instead of once per case.
+        ``max_cases``; one made ahead unless ``ahead`` is false): the launcher, the
+        sandbox's pid 1, starts each case as a fresh process with the limits, feeds its
+        stdin, enforces its wall limit and output cap, then kills whatever it left running
+        and restores ``/work``, ``/tmp``, ``/dev/shm``, ``/dev/mqueue`` and System V IPC
+        before the next. The sandbox is set up once instead of once per case.
 
         Returns the outcomes of the cases reported, in order: possibly fewer than
-        ``stdins``. The launcher stops after a case killed at its wall limit; a program
-        may kill it (it runs as the program's uid); a directory may resist emptying; the
-        sandbox may fail. The caller runs the rest each in a sandbox of its own
-        (:meth:`run`)."""
+        ``stdins``. The launcher stops after a case killed at its wall limit or one that
+        changed what the next would inherit from it, or when a directory cannot be
+        restored; the sandbox may fail. The caller runs the rest each in a sandbox of its
+        own (:meth:`run`)."""
         if not stdins:
             return []
         if len(stdins) > self.max_cases or not self.runs_cases:
@@ -374,7 +375,8 @@ class Sandbox:
         kind = (tuple(argv), tuple(binds.items()), limits, True)
         reported: list[RunOutcome] = []  # nothing reported: all run on their own
         try:
-            box = (self._pool.take(kind) if self.prestart > 0 else None) or self._prepare_kind(kind)
+            pooled = self._pool.take(kind) if ahead and self.prestart > 0 else None
+            box = pooled or self._prepare_kind(kind)
         except OSError:
             box = None
         if box is not None:
@@ -395,8 +397,8 @@ class Sandbox:
         try:
             box.release()
             box.child.feed(b"".join(framed))
-            # each case is held to its own wall limit by the launcher; this only catches
-            # a launcher that stopped (a program sent it SIGSTOP)
+            # each case is held to its own wall limit by the launcher (which a program
+            # cannot signal); this only catches a launcher that hung
             bound = len(stdins) * (limits.wall_s + 1.0) + 5.0
             await asyncio.wait({box.child.exited}, timeout=bound)
             if not box.child.exited.done():
