@@ -373,20 +373,25 @@ class Sandbox:
         if len(stdins) > self.max_cases or not self.runs_cases:
             raise ValueError(f"run_cases takes 1 to {self.max_cases} cases with bwrap")
         kind = (tuple(argv), tuple(binds.items()), limits, True)
-        reported: list[RunOutcome] = []  # nothing reported: all run on their own
         try:
-            pooled = self._pool.take(kind) if ahead and self.prestart > 0 else None
-            box = pooled or self._prepare_kind(kind)
+            box = await self._staged(kind, work, binds, ahead=ahead)
         except OSError:
-            box = None
-        if box is not None:
-            try:
-                box.stage(work, binds)
-            except OSError:
-                await box.discard()
-            else:
-                reported = await self._go_cases(box, limits, stdins)
-        return reported
+            return []  # nothing reported: all run on their own
+        return await self._go_cases(box, limits, stdins)
+
+    async def _staged(
+        self, kind: Hashable, work: Path, binds: Mapping[str, str], *, ahead: bool = True
+    ) -> Prepared:
+        """A sandbox of ``kind`` (one made ahead when there is one) holding the run's files
+        from ``work``; OSError when it cannot be made or filled."""
+        pooled = self._pool.take(kind) if ahead and self.prestart > 0 else None
+        box = pooled or self._prepare_kind(kind)
+        try:
+            box.stage(work, binds)
+        except OSError as exc:
+            await box.discard()
+            raise OSError(f"cannot stage the program: {exc}") from exc
+        return box
 
     async def _go_cases(
         self, box: Prepared, limits: Limits, stdins: Sequence[bytes]
@@ -421,12 +426,7 @@ class Sandbox:
         try:
             if self.isolation == "bwrap" and not writable_work and self.prestart > 0:
                 kind = (tuple(argv), tuple(binds.items()), limits, False)
-                box = self._pool.take(kind) or self._prepare_kind(kind)
-                try:
-                    box.stage(work, binds)
-                except OSError as exc:
-                    await box.discard()
-                    return RunOutcome("error", detail=f"cannot stage the program: {exc}")
+                box = await self._staged(kind, work, binds)
             else:
                 box = self._prepare(argv, work=work, limits=limits,
                                     writable_work=writable_work, binds=binds)  # fmt: skip
